@@ -1,0 +1,116 @@
+"""Continuous batching: one background thread owns the model's decode loop.
+
+Request threads (gunicorn ``gthread`` workers) hand their prompt to a bounded queue and wait on a
+future. Between two decode steps the loop admits waiting requests into the running batch, so a
+request never waits for a whole batch to drain. A full queue answers at once (HTTP 429) instead of
+piling up work; a request past its deadline leaves the batch and its caller gets an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+from scoring.generation import DecodeBatch, Generation, Row, SamplingParams
+from scoring.model import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(Exception):
+    """The queue is full; retry later."""
+
+
+class DeadlineExceededError(Exception):
+    """The request did not finish within its time budget."""
+
+
+@dataclass(eq=False)
+class _Pending(Row):
+    """A row with the future its caller waits on."""
+
+    future: Future[Generation] = field(default_factory=Future)
+
+
+class GenerationEngine:
+    """Thread-safe front of the decode loop; one per process, shared by all request threads."""
+
+    def __init__(self, lm: LoadedModel, *, max_batch_size: int = 16, max_queue: int = 64) -> None:
+        self.lm = lm
+        self.max_batch_size = max_batch_size
+        self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._loop, name="decode-loop", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, timeout_s: float) -> Generation:
+        """Generate for one prompt; blocks the calling thread, not the batch."""
+        row = _Pending(prompt_ids, params, deadline=time.monotonic() + timeout_s)
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            raise QueueFullError(f"{self._queue.maxsize} requests already waiting") from None
+        try:
+            # The loop expires late rows itself; the margin covers one decode step.
+            return row.future.result(timeout=timeout_s + 5.0)
+        except FutureTimeout:
+            raise DeadlineExceededError(f"no result within {timeout_s:.0f} s") from None
+
+    def _loop(self) -> None:
+        batch = DecodeBatch(self.lm)
+        while True:
+            try:
+                self._admit(batch)
+                for row in batch.step() if len(batch) else ():
+                    _resolve(row)
+                for row in batch.expire(time.monotonic()):
+                    _fail(row, DeadlineExceededError("the request's time budget ran out"))
+            except Exception as error:  # a failed step must not kill the loop or strand callers
+                log.exception("decode step failed; failing the %d rows in the batch", len(batch))
+                for row in batch.rows:
+                    _fail(row, error)
+                batch = DecodeBatch(self.lm)
+
+    def _admit(self, batch: DecodeBatch) -> None:
+        """Move waiting requests into the batch; block only when there is nothing to do."""
+        arrivals: list[_Pending] = []
+        if not len(batch):
+            arrivals.append(self._queue.get())
+        while len(batch) + len(arrivals) < self.max_batch_size:
+            try:
+                arrivals.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        now = time.monotonic()
+        live = [r for r in arrivals if r.deadline > now and r.future.set_running_or_notify_cancel()]
+        for row in arrivals:
+            if row not in live and not row.future.done():
+                _fail(row, DeadlineExceededError("the request waited in the queue past its budget"))
+        if live:
+            try:
+                finished = batch.admit(list(live))
+            except Exception as error:
+                for row in live:
+                    _fail(row, error)
+                raise
+            for row in finished:
+                _resolve(row)
+
+
+def _resolve(row: Row) -> None:
+    assert isinstance(row, _Pending)
+    row.future.set_result(row.result())
+
+
+def _fail(row: Row, error: BaseException) -> None:
+    assert isinstance(row, _Pending)
+    if not row.future.done():
+        row.future.set_exception(error)

@@ -1,0 +1,227 @@
+"""Pattern 1, text generation: a decode loop over a batch whose rows join and leave at any step.
+
+Each row keeps its own sampling parameters, stop strings and random generator, so a request's
+output does not depend on which other requests shared its batch. Rows are left-padded; the KV
+cache of rows admitted later is left-padded to the running length and concatenated, and the
+leading columns that no remaining row attends to are cropped when rows leave.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from scoring.model import LoadedModel
+
+SEED_BITS = 63
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request decoding parameters; ``temperature == 0`` means greedy."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What one request gets back."""
+
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(eq=False)
+class Row:
+    """One request inside the running batch (compared by identity)."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    deadline: float = float("inf")
+    generated: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+    generator: torch.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        seed = self.params.seed if self.params.seed is not None else secrets.randbits(SEED_BITS)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def result(self) -> Generation:
+        assert self.finish_reason is not None
+        return Generation(self.text, self.finish_reason, len(self.prompt_ids), len(self.generated))
+
+
+def sample_next(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
+    """Pick one token per row with that row's temperature, top-k, top-p and generator."""
+    # logits: (B, V) float32
+    greedy = logits.argmax(dim=-1)
+    if all(row.params.temperature == 0 for row in rows):
+        return greedy
+    temps = torch.tensor([max(r.params.temperature, 1e-5) for r in rows])[:, None]
+    top_k = torch.tensor([r.params.top_k for r in rows])[:, None]
+    top_p = torch.tensor([r.params.top_p for r in rows])[:, None]
+    # One uniform draw per row from the row's own generator: reproducible per seed, batch-blind.
+    uniform = torch.stack([torch.rand((), generator=r.generator) for r in rows])[:, None]
+
+    sorted_logits, order = (logits / temps).sort(dim=-1, descending=True)  # (B, V)
+    rank = torch.arange(logits.shape[-1])[None, :]
+    sorted_logits = sorted_logits.masked_fill((top_k > 0) & (rank >= top_k), float("-inf"))
+    probs = sorted_logits.softmax(dim=-1)
+    # Nucleus: drop tokens once the mass before them reaches top_p (the first always stays).
+    probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, 0.0)
+    cdf = probs.cumsum(dim=-1) / probs.sum(dim=-1, keepdim=True)
+    choice = (cdf < uniform).sum(dim=-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
+    sampled = order.gather(1, choice).squeeze(1)
+    is_greedy = torch.tensor([r.params.temperature == 0 for r in rows])
+    return torch.where(is_greedy, greedy, sampled)
+
+
+def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    missing = length - t.shape[dim]
+    if missing == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+class DecodeBatch:
+    """The running batch: rows, their KV cache, attention mask and next positions."""
+
+    def __init__(self, lm: LoadedModel) -> None:
+        self.lm = lm
+        self.rows: list[Row] = []
+        self.cache: DynamicCache | None = None
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=lm.device)  # (B, T)
+        self.next_tokens = torch.zeros((0,), dtype=torch.long, device=lm.device)  # (B,)
+        eos = lm.model.generation_config.eos_token_id
+        eos = eos if eos is not None else lm.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @torch.inference_mode()
+    def admit(self, new_rows: list[Row]) -> list[Row]:
+        """Prefill new rows, sample their first token, join them to the batch; return finished."""
+        pad = self.lm.tokenizer.pad_token_id
+        width = max(len(r.prompt_ids) for r in new_rows)
+        ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in new_rows])
+        mask = torch.tensor(
+            [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in new_rows]
+        )
+        ids, mask = ids.to(self.lm.device), mask.to(self.lm.device)
+        cache = DynamicCache(config=self.lm.model.config)
+        out = self.lm.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        tokens = sample_next(out.logits[:, -1, :].float().cpu(), new_rows)
+        self._merge(new_rows, cache, mask)
+        self.next_tokens = torch.cat([self.next_tokens, tokens.to(self.lm.device)])
+        return self._record(tokens, offset=len(self.rows) - len(new_rows))
+
+    @torch.inference_mode()
+    def step(self) -> list[Row]:
+        """One decode step for every row; returns the rows that finished."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
+        out = self.lm.model(
+            input_ids=self.next_tokens[:, None],
+            attention_mask=self.mask,
+            position_ids=self.mask.sum(-1, keepdim=True) - 1,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.next_tokens = sample_next(out.logits[:, -1, :].float().cpu(), self.rows).to(
+            self.lm.device
+        )
+        return self._record(self.next_tokens.cpu(), offset=0)
+
+    def expire(self, now: float) -> list[Row]:
+        """Rows past their deadline leave the batch unfinished."""
+        late = [r for r in self.rows if now > r.deadline]
+        self._drop(set(map(id, late)))
+        return late
+
+    def _record(self, tokens: torch.Tensor, offset: int) -> list[Row]:
+        finished = []
+        for row, token in zip(self.rows[offset:], tokens.tolist(), strict=True):
+            self._append(row, token)
+            if row.finish_reason is not None:
+                finished.append(row)
+        self._drop(set(map(id, finished)))
+        return finished
+
+    def _append(self, row: Row, token: int) -> None:
+        if token in self.eos_ids:
+            row.finish_reason = "stop"
+            return
+        row.generated.append(token)
+        row.text = self.lm.tokenizer.decode(row.generated, skip_special_tokens=True)
+        cut = min((i for s in row.params.stop if (i := row.text.find(s)) >= 0), default=-1)
+        if cut >= 0:
+            row.text, row.finish_reason = row.text[:cut], "stop"
+        elif len(row.generated) >= row.params.max_new_tokens:
+            row.finish_reason = "length"
+
+    def _merge(self, new_rows: list[Row], cache: DynamicCache, mask: torch.Tensor) -> None:
+        if self.cache is None or not self.rows:
+            self.rows, self.cache, self.mask = list(new_rows), cache, mask
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for old, new in zip(self.cache.layers, cache.layers, strict=True):
+            # keys/values: (B, heads, T, head_dim)
+            old.keys = torch.cat([_left_pad(old.keys, width, 2), _left_pad(new.keys, width, 2)])
+            old.values = torch.cat(
+                [_left_pad(old.values, width, 2), _left_pad(new.values, width, 2)]
+            )
+        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(mask, width, 1)])
+        self.rows.extend(new_rows)
+
+    def _drop(self, leaving: set[int]) -> None:
+        if not leaving:
+            return
+        keep = [i for i, r in enumerate(self.rows) if id(r) not in leaving]
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache, self.mask = None, self.mask[:0, :0]
+            self.next_tokens = self.next_tokens[:0]
+            return
+        index = torch.tensor(keep, device=self.lm.device)
+        self.mask, self.next_tokens = self.mask[index], self.next_tokens[index]
+        assert self.cache is not None
+        self.cache.batch_select_indices(index)
+        # Columns that only departed rows attended to are dead weight in every later step.
+        start = int(self.mask.any(dim=0).nonzero()[0])
+        if start > 0:
+            self.mask = self.mask[:, start:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+
+
+def generate(
+    lm: LoadedModel, prompts: list[list[int]], params: list[SamplingParams]
+) -> list[Generation]:
+    """Generate for a fixed set of prompts in one batch (no scheduler); results in input order."""
+    batch = DecodeBatch(lm)
+    rows = [Row(p, sp) for p, sp in zip(prompts, params, strict=True)]
+    batch.admit(rows)
+    while len(batch):
+        batch.step()
+    return [r.result() for r in rows]

@@ -1,0 +1,61 @@
+"""Entry script for the Azure ML inference server (``azmlinfsrv``).
+
+``init()`` loads the model once per worker process; ``run()`` answers ``POST /score``. Client
+errors are *returned* with their own status: anything raised here becomes an opaque 500.
+
+    azmlinfsrv --entry_script scoring/score.py --port 5001
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+# The server loads this file by path; make the package importable wherever the code is mounted.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
+from azureml_inference_server_http.api.aml_response import AMLResponse
+
+from scoring.model import load_model
+from scoring.schemas import openapi_document
+from scoring.service import ClientError, ScoringService
+from scoring.settings import ScoringSettings
+
+log = logging.getLogger("scoring")
+service: ScoringService | None = None
+
+
+def init() -> None:
+    """Load the model named by ``SCORING_MODEL_DIR`` or mounted at ``AZUREML_MODEL_DIR``."""
+    global service
+    logging.basicConfig(level=os.environ.get("AZUREML_LOG_LEVEL", "INFO"))
+    settings = ScoringSettings()
+    lm = load_model(settings.model_source(), revision=settings.revision, device=settings.device)
+    service = ScoringService(lm, settings)
+    _publish_openapi()
+    log.info("serving %s on %s: %s", lm.name, lm.device, sorted(settings.patterns))
+
+
+def _publish_openapi() -> None:
+    """The server serves ``swagger3.json`` from its app root when the file exists."""
+    app_root = Path(os.environ.get("AML_APP_ROOT", os.getcwd()))
+    try:
+        (app_root / "swagger3.json").write_text(json.dumps(openapi_document(), indent=1))
+    except OSError as error:  # a read-only app root costs the swagger, not the service
+        log.warning("could not write swagger3.json to %s: %s", app_root, error)
+
+
+@rawhttp
+def run(request: AMLRequest) -> AMLResponse:
+    """Answer one request; the body decides the pattern (see README)."""
+    if request.method != "POST":
+        reply = ClientError(405, "POST a JSON body to /score").reply()
+    elif service is None:
+        reply = ClientError(503, "model not loaded", headers={"Retry-After": "5"}).reply()
+    else:
+        reply = service.handle(request.get_data(cache=False))
+    return AMLResponse(reply.body, reply.status, reply.headers, json_str=True)

@@ -1,0 +1,316 @@
+"""Request handling, apart from the HTTP server: bytes in, status and JSON out.
+
+Every client mistake becomes a 4xx reply whose body names the field and the problem; limits are
+checked before any model work. The entry script only adapts this to the inference server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from scoring.analysis import TokenScores, bucket_counts, perplexity, score_tokens
+from scoring.batching import DeadlineExceededError, GenerationEngine, QueueFullError
+from scoring.generation import SamplingParams
+from scoring.model import LoadedModel
+from scoring.schemas import (
+    AnalysisSummary,
+    AnalyzeBatchResponse,
+    AnalyzeRequest,
+    ErrorBody,
+    ErrorDetail,
+    ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
+    TextAnalysis,
+    TokenInfo,
+    Usage,
+)
+from scoring.settings import Pattern, ScoringSettings
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+RETRY_AFTER_S = 1
+_KEYS_OF = {Pattern.GENERATE: {"prompt", "messages"}, Pattern.ANALYZE: {"text", "texts"}}
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class ClientError(Exception):
+    """A request the server will not run; carries the HTTP status and the field at fault."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: list[ErrorDetail] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+        self.details, self.headers = details or [], headers or {}
+
+    def reply(self) -> Reply:
+        body = ErrorResponse(
+            error=ErrorBody(status=self.status, message=self.message, details=self.details)
+        )
+        return Reply(self.status, body.model_dump(), self.headers)
+
+
+def _field_error(status: int, name: str, message: str) -> ClientError:
+    return ClientError(status, f"{name}: {message}", [ErrorDetail(field=name, message=message)])
+
+
+def _validation_error(error: ValidationError) -> ClientError:
+    details = [
+        ErrorDetail(field=".".join(map(str, e["loc"])) or "body", message=e["msg"])
+        for e in error.errors(include_url=False)
+    ]
+    summary = "; ".join(f"{d.field}: {d.message}" for d in details)
+    return ClientError(422, f"invalid request: {summary}", details)
+
+
+class _Gate:
+    """At most ``active`` callers inside, at most ``waiting`` queued; the rest get 429."""
+
+    def __init__(self, active: int, waiting: int) -> None:
+        self._slots = threading.BoundedSemaphore(active)
+        self._room = threading.BoundedSemaphore(active + waiting)
+
+    def __enter__(self) -> None:
+        if not self._room.acquire(blocking=False):
+            raise ClientError(
+                429,
+                "analysis queue is full; retry later",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        self._slots.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release()
+        self._room.release()
+
+
+class ScoringService:
+    """Both patterns over one loaded model, within the deployment's limits."""
+
+    def __init__(self, lm: LoadedModel, settings: ScoringSettings) -> None:
+        self.lm, self.settings = lm, settings
+        self.input_limit = min(settings.max_input_tokens, lm.context_length - 1)
+        self.engine = (
+            GenerationEngine(
+                lm, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue
+            )
+            if Pattern.GENERATE in settings.patterns
+            else None
+        )
+        # One forward pass at a time: analysis batches are already as wide as the request.
+        self._analysis_gate = _Gate(active=1, waiting=settings.max_queue)
+
+    def handle(self, body: bytes) -> Reply:
+        """Answer one ``POST /score`` body."""
+        try:
+            payload = self._parse(body)
+            pattern = self._pattern_of(payload)
+            if pattern is Pattern.GENERATE:
+                return Reply(200, self.generate(_validate(GenerateRequest, payload)).model_dump())
+            result = self.analyze(_validate(AnalyzeRequest, payload))
+            return Reply(200, result.model_dump())
+        except ClientError as error:
+            return error.reply()
+
+    def _parse(self, body: bytes) -> dict[str, Any]:
+        if len(body) > self.settings.max_body_bytes:
+            raise ClientError(
+                413, f"body is {len(body)} bytes; the limit is {self.settings.max_body_bytes}"
+            )
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ClientError(400, f"body is not valid JSON: {error}") from None
+        if not isinstance(payload, dict):
+            raise ClientError(400, f"body must be a JSON object, got {type(payload).__name__}")
+        return payload
+
+    def _pattern_of(self, payload: dict[str, Any]) -> Pattern:
+        served = sorted(p.value for p in self.settings.patterns)
+        task = payload.get("task")
+        if task is not None:
+            if task not in {p.value for p in Pattern}:
+                raise _field_error(422, "task", f"must be one of {[p.value for p in Pattern]}")
+            pattern = Pattern(task)
+        else:
+            guesses = [p for p, keys in _KEYS_OF.items() if keys & payload.keys()]
+            if len(guesses) != 1 and len(served) == 1:
+                guesses = list(self.settings.patterns)
+            if len(guesses) != 1:
+                raise ClientError(
+                    422,
+                    "cannot tell the pattern: send 'prompt' or 'messages' to "
+                    "generate, 'text' or 'texts' to analyze, or set 'task'",
+                )
+            pattern = guesses[0]
+        if pattern not in self.settings.patterns:
+            raise ClientError(
+                400,
+                f"this deployment does not serve '{pattern.value}' "
+                f"(it serves: {', '.join(served)})",
+            )
+        return pattern
+
+    # Pattern 1 -----------------------------------------------------------------------------
+
+    def generate(self, request: GenerateRequest) -> GenerateResponse:
+        assert self.engine is not None
+        ids = self._prompt_ids(request)
+        field_name = "prompt" if request.prompt is not None else "messages"
+        self._check_length(field_name, len(ids))
+        if request.max_new_tokens > self.settings.max_new_tokens:
+            raise _field_error(
+                422,
+                "max_new_tokens",
+                f"{request.max_new_tokens} exceeds this deployment's limit of "
+                f"{self.settings.max_new_tokens}",
+            )
+        if len(ids) + request.max_new_tokens > self.lm.context_length:
+            raise _field_error(
+                422,
+                "max_new_tokens",
+                f"prompt ({len(ids)} tokens) + max_new_tokens "
+                f"({request.max_new_tokens}) exceeds the model's context of "
+                f"{self.lm.context_length} tokens",
+            )
+        params = SamplingParams(
+            request.max_new_tokens,
+            request.temperature,
+            request.top_p,
+            request.top_k,
+            tuple(request.stop),
+            request.seed,
+        )
+        try:
+            result = self.engine.submit(ids, params, self.settings.request_timeout_s)
+        except QueueFullError as error:
+            raise ClientError(
+                429,
+                f"generation queue is full ({error}); retry later",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from None
+        except DeadlineExceededError as error:
+            raise ClientError(
+                503,
+                f"generation did not finish in time: {error}",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from None
+        return GenerateResponse(
+            text=result.text,
+            finish_reason=result.finish_reason,  # type: ignore[arg-type]
+            usage=Usage(
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                total_tokens=result.prompt_tokens + result.completion_tokens,
+            ),
+        )
+
+    def _prompt_ids(self, request: GenerateRequest) -> list[int]:
+        tokenizer = self.lm.tokenizer
+        if request.prompt is not None:
+            return tokenizer(request.prompt).input_ids
+        if not tokenizer.chat_template:
+            raise _field_error(422, "messages", "this model has no chat template; send 'prompt'")
+        messages = [m.model_dump() for m in request.messages or []]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # The template already holds the special tokens.
+        return tokenizer(text, add_special_tokens=False).input_ids
+
+    def _check_length(self, field_name: str, count: int) -> None:
+        if count > self.input_limit:
+            raise _field_error(
+                413,
+                field_name,
+                f"is {count} tokens; this deployment accepts at most {self.input_limit}",
+            )
+
+    # Pattern 2 -----------------------------------------------------------------------------
+
+    def analyze(self, request: AnalyzeRequest) -> TextAnalysis | AnalyzeBatchResponse:
+        texts = request.all_texts()
+        if len(texts) > self.settings.max_batch_texts:
+            raise _field_error(
+                413,
+                "texts",
+                f"has {len(texts)} texts; the limit is {self.settings.max_batch_texts}",
+            )
+        if request.top_k > self.settings.max_top_k:
+            raise _field_error(
+                422,
+                "top_k",
+                f"{request.top_k} exceeds this deployment's limit of {self.settings.max_top_k}",
+            )
+        batch = [self.lm.tokenizer(t).input_ids for t in texts]
+        for i, ids in enumerate(batch):
+            self._check_length("text" if request.text is not None else f"texts.{i}", len(ids))
+        total = sum(map(len, batch))
+        if total > self.settings.max_total_tokens:
+            raise _field_error(
+                413,
+                "texts",
+                f"{total} tokens in all; the limit is {self.settings.max_total_tokens}",
+            )
+        with self._analysis_gate:
+            scores = score_tokens(
+                self.lm, batch, request.top_k, self.settings.analysis_chunk_tokens
+            )
+        results = [self._describe(s) for s in scores]
+        return results[0] if request.text is not None else AnalyzeBatchResponse(results=results)
+
+    def _describe(self, scores: TokenScores) -> TextAnalysis:
+        decode = self.lm.tokenizer.decode
+        logprobs, ranks = scores.logprobs.tolist(), scores.ranks.tolist()
+        top_ids, top_lps = scores.top_ids.tolist(), scores.top_logprobs.tolist()
+        tokens = [
+            TokenInfo(
+                id=scores.ids[0], token=decode([scores.ids[0]]), logprob=None, rank=None, top=[]
+            )
+        ]
+        for i, token_id in enumerate(scores.ids[1:]):
+            top = [
+                {"id": t, "token": decode([t]), "logprob": lp}
+                for t, lp in zip(top_ids[i], top_lps[i], strict=True)
+            ]
+            tokens.append(
+                TokenInfo(
+                    id=token_id,
+                    token=decode([token_id]),
+                    logprob=logprobs[i],
+                    rank=ranks[i],
+                    top=top,
+                )
+            )
+        mean = sum(logprobs) / len(logprobs) if logprobs else None
+        summary = AnalysisSummary(
+            num_tokens=len(scores.ids),
+            scored_tokens=len(logprobs),
+            mean_logprob=mean,
+            perplexity=perplexity(logprobs),
+            buckets=bucket_counts(ranks),
+        )
+        return TextAnalysis(tokens=tokens, summary=summary)
+
+
+def _validate(model: type[M], payload: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as error:
+        raise _validation_error(error) from None
