@@ -59,8 +59,9 @@ class LocalServer:
                 # gthread: one process (one model copy), several run() calls at once.
                 "GUNICORN_CMD_ARGS": f"--threads {self.threads}",
                 "HF_HUB_OFFLINE": "1",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                            env.get("PYTHONPATH")])),
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])
+                ),
             }
         )
         env.update(self.extra_env)
@@ -87,14 +88,16 @@ class LocalServer:
         while time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
-                raise RuntimeError(f"azmlinfsrv exited with {self._process.returncode}:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"azmlinfsrv exited with {self._process.returncode}:\n{self.log_tail()}"
+                )
             if self.healthy():
                 return
             time.sleep(0.5)
         self.stop()
-        raise TimeoutError(f"azmlinfsrv not healthy after {self.startup_timeout_s} s:\n"
-                           f"{self.log_tail()}")
+        raise TimeoutError(
+            f"azmlinfsrv not healthy after {self.startup_timeout_s} s:\n{self.log_tail()}"
+        )
 
     def healthy(self) -> bool:
         try:
