@@ -1,0 +1,125 @@
+"""Composition root: read the stack settings, build the components in order, export outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi_azure_native import authorization
+
+from infra.compute import Compute, ComputeArgs
+from infra.config import load_settings
+from infra.identity import Identity, IdentityArgs
+from infra.naming import Kind
+from infra.network import Network, NetworkArgs, platform_targets
+from infra.workspace import Workspace, WorkspaceArgs
+
+
+def main() -> dict[str, Any]:
+    """Declare the platform for the current stack; returns the exported outputs."""
+    settings = load_settings()
+    client = authorization.get_client_config_output()
+    n = settings.namer
+    tags = settings.tags.as_dict()
+    ws_settings = settings.workspace
+    cluster_name = n.name(Kind.COMPUTE_CLUSTER) if settings.compute.cluster else None
+
+    workspace = Workspace(
+        "workspace",
+        WorkspaceArgs(
+            namer=n,
+            location=settings.location,
+            tenant_id=client.tenant_id,
+            tags=tags,
+            public_network_access=settings.public_network_access,
+            isolation_mode=ws_settings.isolation_mode,
+            firewall_sku=ws_settings.firewall_sku,
+            storage_sku=ws_settings.storage_sku,
+            storage_shared_key_access=ws_settings.storage_shared_key_access,
+            registry_sku=ws_settings.registry_sku,
+            log_retention_days=ws_settings.log_retention_days,
+            high_business_impact=ws_settings.high_business_impact,
+            outbound_fqdns=ws_settings.outbound_fqdns,
+            existing_resource_group=ws_settings.existing_resource_group,
+            # A private registry cannot build images itself; the cluster does it instead.
+            image_build_compute=cluster_name if settings.network.private else None,
+        ),
+    )
+
+    network = None
+    if settings.network.private:
+        network = Network(
+            "network",
+            NetworkArgs(
+                namer=n,
+                location=settings.location,
+                resource_group_name=workspace.resource_group_name,
+                tags=tags,
+                address_space=settings.network.address_space,
+                private_endpoint_subnet=settings.network.private_endpoint_subnet,
+                targets=platform_targets(
+                    workspace_id=workspace.workspace_id,
+                    storage_account_id=workspace.storage_account_id,
+                    key_vault_id=workspace.key_vault_id,
+                    registry_id=workspace.registry_id,
+                ),
+            ),
+        )
+
+    identity = Identity(
+        "identity",
+        IdentityArgs(
+            namer=n,
+            stack_key=f"{settings.project}/{settings.stack}",
+            location=settings.location,
+            subscription_id=client.subscription_id,
+            resource_group_name=workspace.resource_group_name,
+            tags=tags,
+            workspace_id=workspace.workspace_id,
+            storage_account_id=workspace.storage_account_id,
+            registry_id=workspace.registry_id,
+            data_scientists=settings.identity.data_scientists,
+            deployer=settings.identity.deployer,
+        ),
+    )
+
+    compute = None
+    if settings.compute.instance or settings.compute.cluster:
+        compute = Compute(
+            "compute",
+            ComputeArgs(
+                namer=n,
+                location=settings.location,
+                tenant_id=client.tenant_id,
+                resource_group_name=workspace.resource_group_name,
+                workspace_name=workspace.workspace_name,
+                identity_id=identity.compute_identity_id,
+                tags=tags,
+                # Without the managed network there is no other way out to the internet.
+                node_public_ip=ws_settings.isolation_mode == "Disabled",
+                instance=settings.compute.instance,
+                cluster=settings.compute.cluster,
+                cluster_name=cluster_name,
+            ),
+        )
+
+    outputs: dict[str, Any] = {
+        "location": settings.location,
+        "subscription_id": client.subscription_id,
+        "tenant_id": client.tenant_id,
+        "resource_group_name": workspace.resource_group_name,
+        "workspace_name": workspace.workspace_name,
+        "workspace_id": workspace.workspace_id,
+        "storage_account_name": workspace.storage_account_name,
+        "registry_name": workspace.registry_name,
+        "endpoint_identity_id": identity.endpoint_identity_id,
+        "endpoint_identity_client_id": identity.endpoint_identity_client_id,
+        "compute_identity_id": identity.compute_identity_id,
+        "invoker_role_definition_id": identity.invoker_role_definition_id,
+        "private_dns_zone_ids": network.dns_zone_ids if network else {},
+        "compute_instance_name": compute.instance_name if compute else None,
+        "compute_cluster_name": compute.cluster_name if compute else None,
+    }
+    for key, value in outputs.items():
+        pulumi.export(key, value)
+    return outputs
