@@ -1,0 +1,1 @@
+"""Model delivery: package models and environments, roll deployments out blue/green, promote."""

@@ -1,0 +1,120 @@
+"""Delivery CLI: `python -m delivery {hash,register,rollback} ...` (promotion: delivery.promote).
+
+python -m delivery hash --source ~/models/my-llm
+python -m delivery register --stack dev --name my-llm --source hf:<org>/<name>@<commit sha>
+python -m delivery rollback --stack prod --endpoint byom-generate-prod
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from delivery.environment import EnvironmentSpec, register_environment
+from delivery.packaging import (
+    AssetConflictError,
+    ModelValidationError,
+    package_model,
+    parse_source,
+    register_model,
+)
+from delivery.rollout import RolloutError, rollback
+from delivery.stackconfig import (
+    EnvironmentConfig,
+    ModelConfig,
+    StackConfigError,
+    resolve_workspace,
+    stack_file,
+    write_stack_config,
+)
+from delivery.workspace import AzureMLWorkspace, WorkspaceClient, WorkspaceRef
+
+WorkspaceFactory = Callable[[WorkspaceRef], WorkspaceClient]
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    workspace_factory: WorkspaceFactory = AzureMLWorkspace.connect,
+    out: TextIO = sys.stdout,
+) -> int:
+    """CLI entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "hash":
+            packaged = package_model(args.name, parse_source(args.source))
+            print(f"{packaged.name}:{packaged.version} {packaged.content_hash}", file=out)
+            print(f"{len(packaged.files)} files: {', '.join(packaged.files)}", file=out)
+            return 0
+        workspace = workspace_factory(resolve_workspace(args.workspace_id, args.stack))
+        if args.command == "register":
+            return _register(args, workspace, out)
+        result = rollback(workspace, args.endpoint)
+        print(f"{args.endpoint}: all traffic on {result.live} (was {result.previous})", file=out)
+        print(
+            "the stack still names the rolled-back model: revert byom:model in "
+            f"Pulumi.{args.stack}.yaml before the next `pulumi up`",
+            file=out,
+        )
+        return 0
+    except (
+        AssetConflictError,
+        ModelValidationError,
+        RolloutError,
+        StackConfigError,
+        ValueError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _register(args: argparse.Namespace, workspace: WorkspaceClient, out: TextIO) -> int:
+    packaged = package_model(args.name, parse_source(args.source))
+    model = register_model(workspace, packaged)
+    environment = register_environment(workspace, EnvironmentSpec())
+    for label, asset, created in (
+        ("model", model.asset_id, model.created),
+        ("environment", environment.asset_id, environment.created),
+    ):
+        print(f"{label}: {asset} ({'registered' if created else 'already registered'})", file=out)
+    print(f"content hash: {model.content_hash}", file=out)
+    path = stack_file(Path(args.project_dir), args.stack)
+    write_stack_config(
+        path,
+        ModelConfig(model.name, model.version, model.content_hash),
+        EnvironmentConfig(environment.name, environment.version),
+    )
+    print(f"{path.name}: byom:model and byom:environment updated", file=out)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m delivery", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    hashing = commands.add_parser("hash", help="validate a model source and print its version")
+    hashing.add_argument("--source", required=True, help="folder, or hf:<org>/<name>@<commit>")
+    hashing.add_argument("--name", default="model", help="asset name to print the version under")
+
+    for name, help_text in (
+        ("register", "register model + environment, record them in Pulumi.<stack>.yaml"),
+        ("rollback", "send all of an endpoint's traffic back to the previous slot"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--stack", required=True, help="Pulumi stack, e.g. dev")
+        command.add_argument("--workspace-id", help="workspace ARM id (default: stack output)")
+        command.add_argument("--project-dir", default=".", help="directory of Pulumi.<stack>.yaml")
+        if name == "register":
+            command.add_argument("--name", required=True, help="model asset name")
+            command.add_argument("--source", required=True, help="folder, or hf:<org>/<name>@<sha>")
+        else:
+            command.add_argument("--endpoint", required=True, help="online endpoint name")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

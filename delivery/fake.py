@@ -1,0 +1,332 @@
+"""An in-memory Azure ML workspace that enforces the service rules delivery depends on.
+
+Rules kept from the real service: asset versions are immutable; deployments need their endpoint
+and registered assets, and pass through a provisioning state before they can be invoked; traffic
+sums to 100 or 0 and may only name existing deployments (the rule behind the endpoint/deployment
+cycle); mirror traffic goes to one deployment with no live traffic, at most 50%; a deployment with
+traffic cannot be deleted; invoke reaches a named deployment whatever its traffic share.
+
+Scoring answers come from a responder per deployment (default: a valid answer for the request's
+pattern); failures of any operation can be injected with `fail_next`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from azure.ai.ml.entities import Environment, ManagedOnlineDeployment, ManagedOnlineEndpoint, Model
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+from delivery.workspace import (
+    CANCELED,
+    FAILED,
+    SUCCEEDED,
+    DeploymentState,
+    EndpointState,
+    WorkspaceRef,
+)
+
+# (endpoint, deployment, request body) -> response body
+Responder = Callable[[str, str, str], str]
+
+CANNED_RESPONSES: Mapping[str, dict] = {
+    "generate": {
+        "text": "Ready.",
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
+    },
+    "analyze": {
+        "tokens": [
+            {"token": "The", "logprob": None, "rank": None},
+            {"token": " quick", "logprob": -7.1, "rank": 212},
+        ],
+        "summary": {"perplexity": 55.2, "num_tokens": 2},
+    },
+}
+
+
+@dataclass
+class _Deployment:
+    entity: ManagedOnlineDeployment
+    state: str
+    polls_left: int
+    outcome: str = SUCCEEDED
+
+
+@dataclass
+class _Endpoint:
+    traffic: dict[str, int] = field(default_factory=dict)
+    mirror_traffic: dict[str, int] = field(default_factory=dict)
+
+
+class FakeWorkspace:
+    """WorkspaceClient in memory; `mutations` records every state-changing call in order."""
+
+    def __init__(
+        self,
+        ref: WorkspaceRef | None = None,
+        *,
+        polls_until_ready: int = 2,
+        storage: Path | None = None,
+    ) -> None:
+        self.ref = ref or WorkspaceRef(
+            "00000000-0000-0000-0000-000000000000", "rg-byom", "mlw-byom"
+        )
+        self.polls_until_ready = polls_until_ready
+        self.models: dict[tuple[str, str], Model] = {}
+        self.environments: dict[tuple[str, str], Environment] = {}
+        self.endpoints: dict[str, _Endpoint] = {}
+        self.deployments: dict[tuple[str, str], _Deployment] = {}
+        self.registry: dict[tuple[str, str, str], Model] = {}
+        self.responders: dict[tuple[str, str], Responder] = {}
+        self.mutations: list[tuple[str, ...]] = []
+        self.invocations: list[tuple[str, str, str]] = []
+        self._storage = storage
+        self._failures: dict[str, list[Exception]] = {}
+        self._pending_outcomes: dict[tuple[str, str], str] = {}
+
+    # -- test controls ---------------------------------------------------------------------------
+
+    def add_endpoint(self, name: str) -> None:
+        """Create an endpoint with no traffic, as the infrastructure stack does."""
+        self.endpoints[name] = _Endpoint()
+
+    def respond(self, endpoint: str, deployment: str, responder: Responder) -> None:
+        """Answer invokes of one deployment with `responder`."""
+        self.responders[(endpoint, deployment)] = responder
+
+    def fail_next(self, operation: str, error: Exception) -> None:
+        """Make the next call of `operation` (a method name) raise `error`."""
+        self._failures.setdefault(operation, []).append(error)
+
+    def fail_provisioning(self, endpoint: str, deployment: str, state: str = FAILED) -> None:
+        """Make the next create/update of this deployment end in `state` (Failed or Canceled)."""
+        self._pending_outcomes[(endpoint, deployment)] = state
+
+    def traffic(self, endpoint: str) -> dict[str, int]:
+        """The endpoint's live traffic, as a plain dict."""
+        return dict(self.endpoints[endpoint].traffic)
+
+    # -- assets ----------------------------------------------------------------------------------
+
+    def get_model(self, name: str, version: str) -> Model | None:
+        self._maybe_fail("get_model")
+        model = self.models.get((name, version))
+        return copy.deepcopy(model) if model else None
+
+    def create_model(self, model: Model) -> Model:
+        self._maybe_fail("create_model")
+        key = (model.name, model.version)
+        if key in self.models:
+            raise ResourceExistsError(f"model {model.name}:{model.version} already exists")
+        stored = copy.deepcopy(model)
+        if self._storage is not None:
+            # The service keeps its own copy of the uploaded bytes.
+            target = self._storage / "models" / model.name / model.version
+            shutil.copytree(model.path, target)
+            stored.path = str(target)
+        self.models[key] = stored
+        self.mutations.append(("create_model", model.name, model.version))
+        return copy.deepcopy(stored)
+
+    def download_model(self, name: str, version: str, destination: Path) -> Path:
+        self._maybe_fail("download_model")
+        model = self.models.get((name, version))
+        if model is None:
+            raise ResourceNotFoundError(f"model {name}:{version} not found")
+        target = Path(destination, name, Path(model.path).name)
+        shutil.copytree(model.path, target)
+        return target
+
+    def share_model(self, name: str, version: str, registry_name: str) -> str:
+        self._maybe_fail("share_model")
+        model = self.models.get((name, version))
+        if model is None:
+            raise ResourceNotFoundError(f"model {name}:{version} not found")
+        key = (registry_name, name, version)
+        if key not in self.registry:
+            self.registry[key] = copy.deepcopy(model)
+            self.mutations.append(("share_model", registry_name, name, version))
+        return f"azureml://registries/{registry_name}/models/{name}/versions/{version}"
+
+    def get_environment(self, name: str, version: str) -> Environment | None:
+        self._maybe_fail("get_environment")
+        environment = self.environments.get((name, version))
+        return copy.deepcopy(environment) if environment else None
+
+    def create_environment(self, environment: Environment) -> Environment:
+        self._maybe_fail("create_environment")
+        key = (environment.name, environment.version)
+        if key in self.environments:
+            raise ResourceExistsError(f"environment {key[0]}:{key[1]} already exists")
+        self.environments[key] = copy.deepcopy(environment)
+        self.mutations.append(("create_environment", *key))
+        return copy.deepcopy(environment)
+
+    # -- endpoints and deployments -----------------------------------------------------------------
+
+    def get_endpoint(self, name: str) -> EndpointState | None:
+        self._maybe_fail("get_endpoint")
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            return None
+        return EndpointState(
+            name=name,
+            traffic=dict(endpoint.traffic),
+            mirror_traffic=dict(endpoint.mirror_traffic),
+            scoring_uri=f"https://{name}.westeurope.inference.ml.azure.com/score",
+        )
+
+    def begin_create_or_update_endpoint(self, endpoint: ManagedOnlineEndpoint) -> None:
+        self._maybe_fail("begin_create_or_update_endpoint")
+        existing = self.endpoints.get(endpoint.name)
+        if existing is None:
+            existing = self.endpoints[endpoint.name] = _Endpoint()
+        self._check_traffic(endpoint.name, endpoint.traffic or {}, endpoint.mirror_traffic or {})
+        existing.traffic = dict(endpoint.traffic or {})
+        existing.mirror_traffic = dict(endpoint.mirror_traffic or {})
+        self.mutations.append(("create_or_update_endpoint", endpoint.name))
+
+    def set_traffic(
+        self, endpoint: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int]
+    ) -> None:
+        self._maybe_fail("set_traffic")
+        if endpoint not in self.endpoints:
+            raise ResourceNotFoundError(f"endpoint {endpoint} not found")
+        self._check_traffic(endpoint, traffic, mirror_traffic)
+        self.endpoints[endpoint].traffic = dict(traffic)
+        self.endpoints[endpoint].mirror_traffic = dict(mirror_traffic)
+        self.mutations.append(
+            (
+                "set_traffic",
+                endpoint,
+                json.dumps(dict(traffic), sort_keys=True),
+                json.dumps(dict(mirror_traffic), sort_keys=True),
+            )
+        )
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentState]:
+        self._maybe_fail("list_deployments")
+        return [self._state(d) for (ep, _), d in sorted(self.deployments.items()) if ep == endpoint]
+
+    def get_deployment(self, endpoint: str, name: str) -> DeploymentState | None:
+        self._maybe_fail("get_deployment")
+        deployment = self.deployments.get((endpoint, name))
+        if deployment is None:
+            return None
+        if deployment.state in ("Creating", "Updating"):
+            deployment.polls_left -= 1
+            if deployment.polls_left <= 0:
+                deployment.state = deployment.outcome
+        return self._state(deployment)
+
+    def begin_create_or_update_deployment(self, deployment: ManagedOnlineDeployment) -> None:
+        self._maybe_fail("begin_create_or_update_deployment")
+        endpoint = deployment.endpoint_name
+        if endpoint not in self.endpoints:
+            raise ResourceNotFoundError(f"endpoint {endpoint} not found")
+        for kind, reference, registered in (
+            ("model", deployment.model, self.models),
+            ("environment", deployment.environment, self.environments),
+        ):
+            self._check_reference(kind, reference, registered)
+        key = (endpoint, deployment.name)
+        existing = self.deployments.get(key)
+        outcome = self._pending_outcomes.pop(key, SUCCEEDED)
+        self.deployments[key] = _Deployment(
+            entity=copy.deepcopy(deployment),
+            state="Updating" if existing else "Creating",
+            polls_left=self.polls_until_ready,
+            outcome=outcome,
+        )
+        self.mutations.append(("create_or_update_deployment", endpoint, deployment.name))
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        self._maybe_fail("delete_deployment")
+        routing = self.endpoints[endpoint]
+        if routing.traffic.get(name, 0) > 0 or routing.mirror_traffic.get(name, 0) > 0:
+            raise HttpResponseError(
+                f"deployment {name} has traffic on {endpoint}; set its traffic to 0 before deleting"
+            )
+        if self.deployments.pop((endpoint, name), None) is None:
+            raise ResourceNotFoundError(f"deployment {endpoint}/{name} not found")
+        routing.traffic.pop(name, None)
+        routing.mirror_traffic.pop(name, None)
+        self.mutations.append(("delete_deployment", endpoint, name))
+
+    def invoke(self, endpoint: str, deployment: str, request_json: str) -> str:
+        self._maybe_fail("invoke")
+        found = self.deployments.get((endpoint, deployment))
+        if found is None:
+            raise ResourceNotFoundError(f"deployment {endpoint}/{deployment} not found")
+        if found.state != SUCCEEDED:
+            raise HttpResponseError(f"deployment {endpoint}/{deployment} is {found.state}")
+        self.invocations.append((endpoint, deployment, request_json))
+        responder = self.responders.get((endpoint, deployment), _canned)
+        return responder(endpoint, deployment, request_json)
+
+    # -- rules -----------------------------------------------------------------------------------
+
+    def _check_traffic(
+        self, endpoint: str, traffic: Mapping[str, int], mirror: Mapping[str, int]
+    ) -> None:
+        for name in (*traffic, *mirror):
+            if (endpoint, name) not in self.deployments:
+                raise HttpResponseError(
+                    f"traffic names deployment {name!r}, which does not exist on {endpoint}"
+                )
+        if any(not isinstance(v, int) or not 0 <= v <= 100 for v in traffic.values()):
+            raise HttpResponseError(f"traffic values must be integers 0..100: {dict(traffic)}")
+        if traffic and sum(traffic.values()) not in (0, 100):
+            raise HttpResponseError(f"traffic must sum to 100 or 0, got {dict(traffic)}")
+        mirrored = {n: v for n, v in mirror.items() if v > 0}
+        if len(mirrored) > 1 or any(not 0 <= v <= 50 for v in mirror.values()):
+            raise HttpResponseError(f"mirror one deployment at most 50%: {dict(mirror)}")
+        if any(traffic.get(name, 0) > 0 for name in mirrored):
+            raise HttpResponseError("a deployment cannot receive both live and mirror traffic")
+
+    def _check_reference(self, kind: str, reference: object, registered: Mapping) -> None:
+        if not isinstance(reference, str) or not reference.startswith("azureml:"):
+            return
+        if reference.startswith("azureml://registries/"):
+            parts = reference.removeprefix("azureml://registries/").split("/")
+            if kind == "model" and (parts[0], parts[2], parts[4]) not in self.registry:
+                raise ResourceNotFoundError(f"{kind} {reference} not found")
+            return
+        _, name, version = reference.split(":")
+        if (name, version) not in registered:
+            raise ResourceNotFoundError(f"{kind} {name}:{version} is not registered")
+
+    def _state(self, deployment: _Deployment) -> DeploymentState:
+        entity = deployment.entity
+        return DeploymentState(
+            name=entity.name,
+            endpoint_name=entity.endpoint_name,
+            provisioning_state=deployment.state,
+            tags=dict(entity.tags or {}),
+            instance_count=entity.instance_count,
+            id=(
+                f"{self.ref.arm_id}/onlineEndpoints/{entity.endpoint_name}"
+                f"/deployments/{entity.name}"
+            ),
+        )
+
+    def _maybe_fail(self, operation: str) -> None:
+        queued = self._failures.get(operation)
+        if queued:
+            raise queued.pop(0)
+
+
+def _canned(endpoint: str, deployment: str, request_json: str) -> str:
+    # Without a responder, answer like the scoring package would for the request's pattern.
+    request = json.loads(request_json)
+    pattern = "generate" if "prompt" in request else "analyze"
+    return json.dumps(CANNED_RESPONSES[pattern])
+
+
+__all__ = ["CANCELED", "CANNED_RESPONSES", "FAILED", "FakeWorkspace", "Responder"]

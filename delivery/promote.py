@@ -1,0 +1,239 @@
+"""Promote the exact model validated in one stack (dev) to another (prod).
+
+    python -m delivery.promote --from dev --to prod [--dry-run] [--via copy|registry:<name>]
+
+Reads `byom:model` / `byom:environment` from `Pulumi.<from>.yaml`, checks that the source
+workspace holds that model version with that content hash, then either copies the bytes into
+the target workspace (re-hashed after download, so the version there is the same) or shares the
+version through an Azure ML registry, registers the environment from the same spec, and writes
+the blocks into `Pulumi.<to>.yaml`. `pulumi up --stack <to>` then rolls it out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from delivery.environment import EnvironmentSpec, register_environment
+from delivery.packaging import (
+    TAG_CONTENT_HASH,
+    TAG_REVISION,
+    TAG_SOURCE,
+    AssetConflictError,
+    PackagedModel,
+    register_model,
+    tree_hash,
+    validate_model_folder,
+)
+from delivery.stackconfig import (
+    EnvironmentConfig,
+    ModelConfig,
+    StackConfigError,
+    read_stack_config,
+    resolve_workspace,
+    stack_file,
+    write_stack_config,
+)
+from delivery.workspace import AzureMLWorkspace, WorkspaceClient, WorkspaceRef
+
+log = logging.getLogger(__name__)
+
+WorkspaceFactory = Callable[[WorkspaceRef], WorkspaceClient]
+
+
+class PromotionError(RuntimeError):
+    """The source stack's model cannot be promoted as it is."""
+
+
+@dataclass(frozen=True)
+class PromotionPlan:
+    """What moves from one stack to the other."""
+
+    source_stack: str
+    target_stack: str
+    model: ModelConfig
+    environment: EnvironmentConfig
+    source_description: str
+    via: str
+
+    def describe(self) -> str:
+        """The plan as the CLI prints it."""
+        return "\n".join(
+            [
+                f"promote {self.source_stack} -> {self.target_stack} (via {self.via})",
+                f"  model:       {self.model.name}",
+                f"  version:     {self.model.version}",
+                f"  hash:        {self.model.content_hash}",
+                f"  source:      {self.source_description}",
+                f"  environment: {self.environment.name}:{self.environment.version}",
+            ]
+        )
+
+
+def plan_promotion(
+    project_dir: Path, source: str, target: str, source_workspace: WorkspaceClient, via: str
+) -> PromotionPlan:
+    """Read what the source stack deploys and verify it against the source workspace."""
+    model, environment = read_stack_config(stack_file(project_dir, source))
+    if model is None or environment is None:
+        raise PromotionError(
+            f"Pulumi.{source}.yaml lacks byom:model or byom:environment: register a model for "
+            f"{source} first (`python -m delivery register --stack {source} ...`)"
+        )
+    registered = source_workspace.get_model(model.name, model.version)
+    if registered is None:
+        raise PromotionError(
+            f"{source} workspace has no model {model.name}:{model.version}, which "
+            f"Pulumi.{source}.yaml deploys"
+        )
+    tags = registered.tags or {}
+    if tags.get(TAG_CONTENT_HASH) != model.content_hash:
+        raise PromotionError(
+            f"{model.name}:{model.version} in {source} has content hash "
+            f"{tags.get(TAG_CONTENT_HASH)!r}, Pulumi.{source}.yaml says {model.content_hash}"
+        )
+    if source_workspace.get_environment(environment.name, environment.version) is None:
+        raise PromotionError(
+            f"{source} workspace has no environment {environment.name}:{environment.version}"
+        )
+    local = EnvironmentSpec(name=environment.name)
+    if local.version != environment.version:
+        raise PromotionError(
+            f"environments/ now hashes to {environment.name}:{local.version}, but {source} runs "
+            f"{environment.version}: deploy the changed environment to {source} first"
+        )
+    source_description = " ".join(
+        part for part in (tags.get(TAG_SOURCE, "?"), tags.get(TAG_REVISION, "")) if part
+    )
+    return PromotionPlan(source, target, model, environment, source_description, via)
+
+
+def promote(
+    plan: PromotionPlan,
+    source_workspace: WorkspaceClient,
+    target_workspace: WorkspaceClient,
+    project_dir: Path,
+) -> ModelConfig:
+    """Make the model and environment available to the target stack and record them there."""
+    model = plan.model
+    if plan.via == "copy":
+        if target_workspace.get_model(model.name, model.version) is None:
+            _copy_model(plan, source_workspace, target_workspace)
+        else:
+            _verify_registered(target_workspace, model)
+        promoted = ModelConfig(model.name, model.version, model.content_hash)
+    else:
+        registry = plan.via.removeprefix("registry:")
+        source_workspace.share_model(model.name, model.version, registry)
+        promoted = ModelConfig(model.name, model.version, model.content_hash, registry=registry)
+    environment = register_environment(
+        target_workspace, EnvironmentSpec(name=plan.environment.name)
+    )
+    write_stack_config(
+        stack_file(project_dir, plan.target_stack),
+        promoted,
+        EnvironmentConfig(environment.name, environment.version),
+    )
+    return promoted
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    workspace_factory: WorkspaceFactory = AzureMLWorkspace.connect,
+    out: TextIO = sys.stdout,
+) -> int:
+    """CLI entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    project_dir = Path(args.project_dir)
+    try:
+        source_ws = workspace_factory(resolve_workspace(args.from_workspace_id, args.source))
+        plan = plan_promotion(project_dir, args.source, args.target, source_ws, args.via)
+        print(plan.describe(), file=out)
+        if args.dry_run:
+            print(f"dry run: nothing copied, Pulumi.{args.target}.yaml unchanged", file=out)
+            return 0
+        target_ws = workspace_factory(resolve_workspace(args.to_workspace_id, args.target))
+        promoted = promote(plan, source_ws, target_ws, project_dir)
+    except (PromotionError, StackConfigError, AssetConflictError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"Pulumi.{args.target}.yaml now deploys {promoted.asset_id}; "
+        f"run `pulumi up --stack {args.target}`",
+        file=out,
+    )
+    return 0
+
+
+def _copy_model(
+    plan: PromotionPlan, source_workspace: WorkspaceClient, target_workspace: WorkspaceClient
+) -> None:
+    model = plan.model
+    source_model = source_workspace.get_model(model.name, model.version)
+    tags = (source_model.tags if source_model else None) or {}
+    with tempfile.TemporaryDirectory(prefix="byom-promote-") as tmp:
+        folder = source_workspace.download_model(model.name, model.version, Path(tmp))
+        files = validate_model_folder(folder)
+        content_hash = tree_hash(folder, files)
+        if content_hash != model.content_hash:
+            raise PromotionError(
+                f"downloaded {model.name}:{model.version} hashes to {content_hash}, "
+                f"not {model.content_hash}: refusing to promote altered bytes"
+            )
+        packaged = PackagedModel(
+            name=model.name,
+            folder=folder,
+            files=files,
+            content_hash=content_hash,
+            source=tags.get(TAG_SOURCE, f"promoted:{plan.source_stack}"),
+            revision=tags.get(TAG_REVISION, ""),
+        )
+        register_model(target_workspace, packaged)
+
+
+def _verify_registered(workspace: WorkspaceClient, model: ModelConfig) -> None:
+    existing = workspace.get_model(model.name, model.version)
+    registered = ((existing.tags if existing else None) or {}).get(TAG_CONTENT_HASH)
+    if registered != model.content_hash:
+        raise AssetConflictError(
+            f"target already has {model.name}:{model.version} with content hash {registered!r}, "
+            f"not {model.content_hash}"
+        )
+
+
+def _via(text: str) -> str:
+    if text == "copy" or (text.startswith("registry:") and len(text) > len("registry:")):
+        return text
+    raise argparse.ArgumentTypeError(f"--via must be 'copy' or 'registry:<name>', got {text!r}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m delivery.promote", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--from", dest="source", required=True, help="source stack, e.g. dev")
+    parser.add_argument("--to", dest="target", required=True, help="target stack, e.g. prod")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    parser.add_argument(
+        "--via",
+        default="copy",
+        type=_via,
+        help="'copy' (download, re-hash, register in the target) or 'registry:<registry name>'",
+    )
+    parser.add_argument(
+        "--from-workspace-id", help="source workspace ARM id (default: stack output)"
+    )
+    parser.add_argument("--to-workspace-id", help="target workspace ARM id (default: stack output)")
+    parser.add_argument("--project-dir", default=".", help="directory holding Pulumi.<stack>.yaml")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The seam between delivery logic and Azure ML: a narrow protocol and its MLClient implementation.
+
+Everything in `delivery/` talks to a workspace through `WorkspaceClient`; tests pass the in-memory
+`delivery.fake.FakeWorkspace`. Inputs are real azure-ai-ml entities; what comes back is a small
+frozen state object holding only what the delivery logic reads. The real client authenticates with
+`DefaultAzureCredential` only: no keys, connection strings or tokens pass through here.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from azure.core.exceptions import ResourceNotFoundError
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import (
+        Environment,
+        ManagedOnlineDeployment,
+        ManagedOnlineEndpoint,
+        Model,
+    )
+
+# Provisioning states of an online deployment, as the service reports them.
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+CANCELED = "Canceled"
+TERMINAL_FAILURES = frozenset({FAILED, CANCELED})
+
+_WORKSPACE_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+    r"/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)/?$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class WorkspaceRef:
+    """Where a workspace lives."""
+
+    subscription_id: str
+    resource_group: str
+    workspace_name: str
+
+    @classmethod
+    def parse(cls, arm_id: str) -> WorkspaceRef:
+        """Parse a workspace ARM id (`/subscriptions/.../workspaces/<name>`)."""
+        match = _WORKSPACE_ID.match(arm_id.strip())
+        if match is None:
+            raise ValueError(
+                f"{arm_id!r} is not a workspace id: expected /subscriptions/<id>/resourceGroups/"
+                "<rg>/providers/Microsoft.MachineLearningServices/workspaces/<name>"
+            )
+        return cls(match["sub"], match["rg"], match["ws"])
+
+    @property
+    def arm_id(self) -> str:
+        """The workspace's ARM resource id."""
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}"
+        )
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """An online endpoint's routing as the service holds it."""
+
+    name: str
+    traffic: Mapping[str, int] = field(default_factory=dict)
+    mirror_traffic: Mapping[str, int] = field(default_factory=dict)
+    scoring_uri: str | None = None
+
+    @property
+    def live(self) -> str | None:
+        """The deployment holding the most live traffic, or None when nothing has traffic."""
+        positive = {name: share for name, share in self.traffic.items() if share > 0}
+        if not positive:
+            return None
+        return max(sorted(positive), key=lambda name: positive[name])
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """An online deployment as the service reports it."""
+
+    name: str
+    endpoint_name: str
+    provisioning_state: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    instance_count: int | None = None
+    id: str | None = None
+
+
+class WorkspaceClient(Protocol):
+    """The Azure ML operations model delivery needs, and nothing more."""
+
+    def get_model(self, name: str, version: str) -> Model | None:
+        """The model version, or None when it is not registered."""
+        ...
+
+    def create_model(self, model: Model) -> Model:
+        """Register a new model version (uploading its folder)."""
+        ...
+
+    def download_model(self, name: str, version: str, destination: Path) -> Path:
+        """Download a model version's files; return the folder that holds them."""
+        ...
+
+    def share_model(self, name: str, version: str, registry_name: str) -> str:
+        """Copy a model version into an Azure ML registry; return its registry asset id."""
+        ...
+
+    def get_environment(self, name: str, version: str) -> Environment | None:
+        """The environment version, or None when it is not registered."""
+        ...
+
+    def create_environment(self, environment: Environment) -> Environment:
+        """Register a new environment version."""
+        ...
+
+    def get_endpoint(self, name: str) -> EndpointState | None:
+        """The endpoint's routing, or None when the endpoint does not exist."""
+        ...
+
+    def begin_create_or_update_endpoint(self, endpoint: ManagedOnlineEndpoint) -> None:
+        """Create or update an endpoint and wait for it."""
+        ...
+
+    def set_traffic(
+        self, endpoint: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int]
+    ) -> None:
+        """Replace the endpoint's live and mirror traffic and wait for it to apply."""
+        ...
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentState]:
+        """Every deployment behind the endpoint."""
+        ...
+
+    def get_deployment(self, endpoint: str, name: str) -> DeploymentState | None:
+        """One deployment, or None when it does not exist."""
+        ...
+
+    def begin_create_or_update_deployment(self, deployment: ManagedOnlineDeployment) -> None:
+        """Start creating or updating a deployment; poll `get_deployment` for the outcome."""
+        ...
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        """Delete a deployment (it must hold no traffic) and wait for it."""
+        ...
+
+    def invoke(self, endpoint: str, deployment: str, request_json: str) -> str:
+        """Score one request on one deployment, whatever its traffic share; return the body."""
+        ...
+
+
+class AzureMLWorkspace:
+    """WorkspaceClient over `azure.ai.ml.MLClient`, authenticated with DefaultAzureCredential."""
+
+    def __init__(self, ml_client: MLClient) -> None:
+        self._ml = ml_client
+
+    @classmethod
+    def connect(cls, ref: WorkspaceRef) -> AzureMLWorkspace:
+        """Connect with DefaultAzureCredential (az login, managed identity or workload identity)."""
+        from azure.ai.ml import MLClient
+        from azure.identity import DefaultAzureCredential
+
+        return cls(
+            MLClient(
+                DefaultAzureCredential(),
+                subscription_id=ref.subscription_id,
+                resource_group_name=ref.resource_group,
+                workspace_name=ref.workspace_name,
+            )
+        )
+
+    def get_model(self, name: str, version: str) -> Model | None:
+        try:
+            return self._ml.models.get(name=name, version=version)
+        except ResourceNotFoundError:
+            return None
+
+    def create_model(self, model: Model) -> Model:
+        return self._ml.models.create_or_update(model)
+
+    def download_model(self, name: str, version: str, destination: Path) -> Path:
+        # The SDK writes to <destination>/<name>/<last segment of the asset path>/.
+        self._ml.models.download(name=name, version=version, download_path=str(destination))
+        configs = sorted(Path(destination, name).rglob("config.json"))
+        if not configs:
+            raise FileNotFoundError(f"model {name}:{version} downloaded without a config.json")
+        return configs[0].parent
+
+    def share_model(self, name: str, version: str, registry_name: str) -> str:
+        shared = self._ml.models.share(
+            name=name,
+            version=version,
+            share_with_name=name,
+            share_with_version=version,
+            registry_name=registry_name,
+        )
+        return shared.id
+
+    def get_environment(self, name: str, version: str) -> Environment | None:
+        try:
+            return self._ml.environments.get(name=name, version=version)
+        except ResourceNotFoundError:
+            return None
+
+    def create_environment(self, environment: Environment) -> Environment:
+        return self._ml.environments.create_or_update(environment)
+
+    def get_endpoint(self, name: str) -> EndpointState | None:
+        try:
+            endpoint = self._ml.online_endpoints.get(name=name)
+        except ResourceNotFoundError:
+            return None
+        return EndpointState(
+            name=endpoint.name,
+            traffic=dict(endpoint.traffic or {}),
+            mirror_traffic=dict(endpoint.mirror_traffic or {}),
+            scoring_uri=endpoint.scoring_uri,
+        )
+
+    def begin_create_or_update_endpoint(self, endpoint: ManagedOnlineEndpoint) -> None:
+        self._ml.online_endpoints.begin_create_or_update(endpoint).result()
+
+    def set_traffic(
+        self, endpoint: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int]
+    ) -> None:
+        current = self._ml.online_endpoints.get(name=endpoint)
+        current.traffic = dict(traffic)
+        current.mirror_traffic = dict(mirror_traffic)
+        self._ml.online_endpoints.begin_create_or_update(current).result()
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentState]:
+        return [_state(d) for d in self._ml.online_deployments.list(endpoint_name=endpoint)]
+
+    def get_deployment(self, endpoint: str, name: str) -> DeploymentState | None:
+        try:
+            return _state(self._ml.online_deployments.get(name=name, endpoint_name=endpoint))
+        except ResourceNotFoundError:
+            return None
+
+    def begin_create_or_update_deployment(self, deployment: ManagedOnlineDeployment) -> None:
+        # Uploads the code folder, then returns a poller; rollout polls the provisioning state.
+        self._ml.online_deployments.begin_create_or_update(deployment)
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        self._ml.online_deployments.begin_delete(name=name, endpoint_name=endpoint).result()
+
+    def invoke(self, endpoint: str, deployment: str, request_json: str) -> str:
+        # The SDK reads requests from a file; the deployment name becomes the routing header
+        # (`azureml-model-deployment`), which reaches a deployment even at 0% traffic.
+        with tempfile.TemporaryDirectory() as tmp:
+            request_file = Path(tmp, "request.json")
+            request_file.write_text(request_json, encoding="utf-8")
+            return self._ml.online_endpoints.invoke(
+                endpoint_name=endpoint, deployment_name=deployment, request_file=str(request_file)
+            )
+
+
+def _state(deployment: ManagedOnlineDeployment) -> DeploymentState:
+    return DeploymentState(
+        name=deployment.name,
+        endpoint_name=deployment.endpoint_name,
+        provisioning_state=deployment.provisioning_state or "",
+        tags=dict(deployment.tags or {}),
+        instance_count=deployment.instance_count,
+        id=deployment.id,
+    )
