@@ -21,7 +21,6 @@ from delivery.packaging import (
     register_model,
     version_from_hash,
 )
-from tests.delivery.conftest import write_tiny_model
 
 COMMIT = "a" * 40
 
@@ -32,7 +31,8 @@ def test_same_bytes_in_another_folder_hash_the_same(tiny_model: Path, tmp_path: 
     first = package_model("tiny", LocalFolder(tiny_model))
     second = package_model("tiny", LocalFolder(copy))
     assert first.content_hash == second.content_hash
-    assert first.content_hash.startswith("sha256:") and len(first.content_hash) == 71
+    assert first.content_hash.startswith("sha256:")
+    assert len(first.content_hash) == 71
     assert first.version == version_from_hash(first.content_hash) == first.content_hash[7:23]
 
 
@@ -40,7 +40,8 @@ def test_packaging_twice_registers_one_version(tiny_model: Path, fake: FakeWorks
     """Registering the same bytes again finds the existing version and uploads nothing."""
     first = register_model(fake, package_model("tiny", LocalFolder(tiny_model)))
     second = register_model(fake, package_model("tiny", LocalFolder(tiny_model)))
-    assert first.created and not second.created
+    assert first.created
+    assert not second.created
     assert first.version == second.version
     assert list(fake.models) == [("tiny", first.version)]
     assert [m for m in fake.mutations if m[0] == "create_model"] == [
@@ -56,7 +57,8 @@ def test_one_changed_byte_makes_a_new_version(tiny_model: Path, fake: FakeWorksp
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
     second = register_model(fake, package_model("tiny", LocalFolder(tiny_model)))
-    assert second.created and second.version != first.version
+    assert second.created
+    assert second.version != first.version
     assert len(fake.models) == 2
 
 
@@ -133,7 +135,7 @@ def test_a_shard_index_must_name_existing_shards(tiny_model: Path) -> None:
     (tiny_model / "model.safetensors.index.json").write_text(
         '{"weight_map": {"a": "model.safetensors", "b": "model-00002-of-00002.safetensors"}}'
     )
-    with pytest.raises(ModelValidationError, match="model-00002-of-00002.safetensors"):
+    with pytest.raises(ModelValidationError, match=r"model-00002-of-00002\.safetensors"):
         package_model("tiny", LocalFolder(tiny_model))
 
 
@@ -174,7 +176,8 @@ def test_the_model_entity_is_a_custom_model_with_hash_tags(tiny_model: Path) -> 
     assert (model.name, model.version) == ("tiny-llm", packaged.version)
     assert Path(model.path) == tiny_model.resolve()
     assert model.tags["contentHash"] == packaged.content_hash
-    assert model.tags["source"] == "local:tiny-llm" and model.tags["revision"] == ""
+    assert model.tags["source"] == "local:tiny-llm"
+    assert model.tags["revision"] == ""
     assert packaged.asset_id == f"azureml:tiny-llm:{packaged.version}"
 
 
@@ -202,11 +205,14 @@ def test_the_demo_model_packages_to_one_version(tmp_path: Path) -> None:
     workspace = FakeWorkspace()  # no storage: the fake references the folder instead of copying
     first = register_model(workspace, package_model("smollm2-135m-instruct", LocalFolder(demo)))
     second = register_model(workspace, package_model("smollm2-135m-instruct", LocalFolder(demo)))
-    assert first.created and not second.created and first.version == second.version
+    assert first.created
+    assert not second.created
+    assert first.version == second.version
     assert len(workspace.models) == 1
     # a tampered copy is a new version
     copy = shutil.copytree(demo, tmp_path / "demo-copy")
     with (copy / "config.json").open("a") as handle:
         handle.write(" ")
     third = register_model(workspace, package_model("smollm2-135m-instruct", LocalFolder(copy)))
-    assert third.created and third.version != first.version
+    assert third.created
+    assert third.version != first.version
