@@ -212,12 +212,13 @@ def test_storage_and_vault_hardening_is_explicit(stack_plan: Plan) -> None:
 def test_outputs_include_what_model_delivery_needs(stack_plan: Plan) -> None:
     """Delivery reads the workspace, resource group, subscription, identity and registry."""
     needed = {
-        "workspace_name",
-        "resource_group_name",
-        "subscription_id",
-        "endpoint_identity_id",
-        "endpoint_identity_client_id",
-        "registry_name",
+        "workspaceName",
+        "workspaceId",
+        "resourceGroupName",
+        "subscriptionId",
+        "endpointIdentityId",
+        "endpointIdentityClientId",
+        "registryName",
     }
     assert needed <= set(stack_plan.outputs)
     assert all(stack_plan.outputs[k] for k in needed)
