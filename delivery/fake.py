@@ -42,10 +42,16 @@ CANNED_RESPONSES: Mapping[str, dict] = {
     },
     "analyze": {
         "tokens": [
-            {"token": "The", "logprob": None, "rank": None},
-            {"token": " quick", "logprob": -7.1, "rank": 212},
+            {"id": 504, "token": "The", "logprob": None, "rank": None, "top": []},
+            {"id": 2365, "token": " quick", "logprob": -7.1, "rank": 212, "top": []},
         ],
-        "summary": {"perplexity": 55.2, "num_tokens": 2},
+        "summary": {
+            "num_tokens": 2,
+            "scored_tokens": 1,
+            "mean_logprob": -7.1,
+            "perplexity": 1211.97,
+            "buckets": {"top10": 0, "top100": 0, "top1000": 1, "beyond": 0},
+        },
     },
 }
 
@@ -325,7 +331,7 @@ class FakeWorkspace:
 def _canned(endpoint: str, deployment: str, request_json: str) -> str:
     # Without a responder, answer like the scoring package would for the request's pattern.
     request = json.loads(request_json)
-    pattern = "generate" if "prompt" in request else "analyze"
+    pattern = request.get("task") or ("generate" if "prompt" in request else "analyze")
     return json.dumps(CANNED_RESPONSES[pattern])
 
 

@@ -130,25 +130,30 @@ class Rollout(pulumi.dynamic.Resource, module="byom", name="Rollout"):
         opts: pulumi.ResourceOptions | None = None,
         provider: ResourceProvider | None = None,
     ) -> None:
-        deployment = args.deployment
-        if not deployment.code_hash:
-            # Hash at program time: a code edit is then an input change Pulumi can see.
-            deployment = DeploymentSpec.from_props(
-                {**deployment.to_props(), "code_hash": code_hash(deployment.code_dir)}
-            )
-        props = {
-            "subscription_id": args.subscription_id,
-            "resource_group_name": args.resource_group_name,
-            "workspace_name": args.workspace_name,
-            "endpoint_name": args.endpoint_name,
-            "deployment": deployment.to_props(),
-            "policy": args.policy.to_props(),
-            "live_deployment": None,
-            "live_deployment_id": None,
-            "previous_deployment": None,
-            "traffic": None,
-        }
+        props = rollout_props(args)
         super().__init__(provider or RolloutProvider(), name, props, opts)
+
+
+def rollout_props(args: RolloutArgs) -> dict[str, Any]:
+    """The dynamic resource's inputs (and declared outputs) for `args`."""
+    deployment = args.deployment
+    if not deployment.code_hash:
+        # Hash at program time: a code edit is then an input change Pulumi can see.
+        deployment = DeploymentSpec.from_props(
+            {**deployment.to_props(), "code_hash": code_hash(deployment.code_dir)}
+        )
+    return {
+        "subscription_id": args.subscription_id,
+        "resource_group_name": args.resource_group_name,
+        "workspace_name": args.workspace_name,
+        "endpoint_name": args.endpoint_name,
+        "deployment": deployment.to_props(),
+        "policy": args.policy.to_props(),
+        "live_deployment": None,
+        "live_deployment_id": None,
+        "previous_deployment": None,
+        "traffic": None,
+    }
 
 
 def _ref(props: Mapping[str, Any]) -> WorkspaceRef:

@@ -24,11 +24,11 @@ class SmokeCase:
 
 SMOKE_CASES: Mapping[str, SmokeCase] = {
     "generate": SmokeCase(
-        request={"prompt": "Reply with one word: ready?", "max_new_tokens": 8},
+        request={"task": "generate", "prompt": "Reply with one word: ready?", "max_new_tokens": 8},
         expect={"text": "string", "finish_reason": "string", "usage": "object"},
     ),
     "analyze": SmokeCase(
-        request={"text": "The quick brown fox jumps over the lazy dog."},
+        request={"task": "analyze", "text": "The quick brown fox jumps over the lazy dog."},
         expect={"tokens": "array+", "summary": "object", "summary.perplexity": "number"},
     ),
 }

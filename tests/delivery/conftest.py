@@ -80,7 +80,7 @@ def register_spec(
         "instance_type": "Standard_NC4as_T4_v3",
         "instance_count": 1,
         "code_dir": str(code_dir),
-        "environment_variables": {"BYOM_PATTERN": "generate", "WORKER_COUNT": "1"},
+        "environment_variables": {"SCORING_PATTERNS": "generate", "WORKER_COUNT": "1"},
     }
     values.update(overrides)
     return DeploymentSpec(**values)

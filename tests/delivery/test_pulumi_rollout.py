@@ -1,0 +1,210 @@
+"""The dynamic provider: diffs on inputs, rolls out on create/update, serializes like Pulumi."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dill
+import pytest
+from pulumi.dynamic.dynamic import serialize_provider
+
+from delivery.fake import FakeWorkspace
+from delivery.pulumi_rollout import (
+    RolloutArgs,
+    RolloutProvider,
+    code_hash,
+    rollout_props,
+)
+from delivery.rollout import DeploymentSpec, RolloutPolicy
+from tests.delivery.conftest import ENDPOINT, register_spec, write_tiny_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _inputs(spec: DeploymentSpec, **changes) -> dict:
+    props = {
+        "subscription_id": "00000000-0000-0000-0000-000000000000",
+        "resource_group_name": "rg-byom",
+        "workspace_name": "mlw-byom",
+        "endpoint_name": ENDPOINT,
+        "deployment": spec.to_props(),
+        "policy": RolloutPolicy(step_wait_s=0, poll_interval_s=0).to_props(),
+    }
+    props.update(changes)
+    return props
+
+
+def _as_pulumi_returns(props: dict) -> dict:
+    # State comes back through JSON-ish protobuf structs: ints as floats, tuples as lists.
+    return json.loads(json.dumps(props), parse_int=float)
+
+
+@pytest.fixture
+def provider(fake: FakeWorkspace) -> RolloutProvider:
+    """A provider whose workspace is the fake."""
+    return RolloutProvider(workspace_factory=lambda ref: fake)
+
+
+@pytest.fixture
+def spec(fake: FakeWorkspace, tiny_model: Path, code_dir: Path) -> DeploymentSpec:
+    """A registered first version."""
+    return register_spec(fake, tiny_model, code_dir)
+
+
+def test_unchanged_inputs_diff_to_no_change(
+    provider: RolloutProvider, spec: DeploymentSpec
+) -> None:
+    """Same inputs (even with Pulumi's float numbers) mean no update: nothing reaches Azure."""
+    olds = _as_pulumi_returns(
+        {**_inputs(spec), "live_deployment": "blue", "traffic": {"blue": 100}}
+    )
+    assert not provider.diff("id", olds, _inputs(spec)).changes
+
+
+def test_a_new_model_is_an_update_and_a_new_endpoint_a_replacement(
+    provider: RolloutProvider, spec: DeploymentSpec
+) -> None:
+    """Deployment changes update in place (blue/green inside); another endpoint replaces."""
+    olds = _as_pulumi_returns(_inputs(spec))
+    newer = DeploymentSpec.from_props({**spec.to_props(), "model": "azureml:tiny-llm:2"})
+    update = provider.diff("id", olds, _inputs(newer))
+    assert update.changes
+    assert update.replaces == []
+    moved = provider.diff("id", olds, _inputs(spec, endpoint_name="other-endpoint"))
+    assert moved.replaces == ["endpoint_name"]
+
+
+def test_create_rolls_out_and_exports_the_live_deployment(
+    provider: RolloutProvider, spec: DeploymentSpec, fake: FakeWorkspace
+) -> None:
+    """create runs the rollout; outputs carry the live slot, its ARM id and the traffic."""
+    result = provider.create(_inputs(spec))
+    assert result.id.endswith(f"/workspaces/mlw-byom/onlineEndpoints/{ENDPOINT}")
+    assert result.outs["live_deployment"] == "blue"
+    assert result.outs["live_deployment_id"].endswith("/deployments/blue")
+    assert result.outs["traffic"] == {"blue": 100}
+    assert fake.traffic(ENDPOINT) == {"blue": 100}
+
+
+def test_update_rolls_a_new_version_to_the_other_slot(
+    provider: RolloutProvider,
+    spec: DeploymentSpec,
+    fake: FakeWorkspace,
+    tmp_path: Path,
+    code_dir: Path,
+) -> None:
+    """update with a new model version (as floats from state) moves traffic to green."""
+    created = provider.create(_inputs(spec))
+    newer = register_spec(fake, write_tiny_model(tmp_path / "v2", seed=7), code_dir)
+    news = _as_pulumi_returns(_inputs(newer))
+    updated = provider.update(created.id, _as_pulumi_returns(created.outs), news)
+    assert updated.outs["live_deployment"] == "green"
+    assert updated.outs["previous_deployment"] == "blue"
+    assert fake.traffic(ENDPOINT) == {"green": 100, "blue": 0}
+
+
+def test_delete_takes_traffic_off_and_removes_both_slots(
+    provider: RolloutProvider, spec: DeploymentSpec, fake: FakeWorkspace
+) -> None:
+    """Destroying the resource leaves the endpoint empty for the infrastructure to delete."""
+    created = provider.create(_inputs(spec))
+    provider.delete(created.id, created.outs)
+    assert fake.traffic(ENDPOINT) == {}
+    assert fake.list_deployments(ENDPOINT) == []
+
+
+def test_check_reports_an_invalid_spec_at_preview(
+    provider: RolloutProvider, spec: DeploymentSpec
+) -> None:
+    """A bad deployment spec fails `pulumi preview`, naming the property."""
+    bad = _inputs(spec)
+    bad["deployment"] = {**bad["deployment"], "pattern": "classify"}
+    failures = provider.check({}, bad).failures
+    assert [f.property for f in failures] == ["deployment"]
+    assert "classify" in failures[0].reason
+
+
+def test_the_provider_serializes_without_a_client(provider: RolloutProvider) -> None:
+    """The default provider pickles with Pulumi's serializer and holds no credentials or client."""
+    serialized = serialize_provider(RolloutProvider())
+    restored = dill.loads(base64.b64decode(serialized))
+    assert isinstance(restored, RolloutProvider)
+    assert len(serialized) < 4096
+
+
+def test_props_carry_a_code_hash_that_follows_the_code(
+    code_dir: Path, spec: DeploymentSpec
+) -> None:
+    """Editing the scoring code changes the inputs; bytecode caches do not."""
+    args = RolloutArgs(
+        "sub", "rg", "ws", ENDPOINT, DeploymentSpec.from_props({**spec.to_props(), "code_hash": ""})
+    )
+    before = rollout_props(args)["deployment"]["code_hash"]
+    assert before == code_hash(code_dir)
+    (code_dir / "__pycache__").mkdir()
+    (code_dir / "__pycache__" / "score.cpython-311.pyc").write_bytes(b"\0")
+    assert rollout_props(args)["deployment"]["code_hash"] == before
+    (code_dir / "score.py").write_text("def init():\n    pass\n")
+    assert rollout_props(args)["deployment"]["code_hash"] != before
+
+
+def test_the_resource_registers_under_pulumi_mocks_without_azure(tmp_path: Path) -> None:
+    """A Rollout declared in a mocked program registers its inputs; no Azure call happens."""
+    script = tmp_path / "program.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import json, sys
+            import pulumi
+
+            class Mocks(pulumi.runtime.Mocks):
+                def new_resource(self, args):
+                    print(json.dumps({"type": args.typ, "name": args.name,
+                                      "endpoint": args.inputs.get("endpoint_name"),
+                                      "pattern": args.inputs["deployment"]["pattern"],
+                                      "code_hash": args.inputs["deployment"]["code_hash"]}))
+                    return args.name + "_id", args.inputs
+                def call(self, args):
+                    return {}, None
+
+            pulumi.runtime.set_mocks(Mocks(), preview=True)
+            from delivery.pulumi_rollout import Rollout, RolloutArgs
+            from delivery.rollout import DeploymentSpec
+
+            @pulumi.runtime.test
+            def declare():
+                spec = DeploymentSpec(pattern="analyze", model="azureml:m:1",
+                                      environment="azureml:e:1", instance_type="Standard_DS3_v2",
+                                      code_dir=sys.argv[1])
+                rollout = Rollout("analyze", RolloutArgs("sub", "rg", "ws", "ep-analyze", spec))
+                return rollout.urn
+
+            declare()
+            """
+        )
+    )
+    code = tmp_path / "scoring"
+    code.mkdir()
+    (code / "score.py").write_text("x = 1\n")
+    completed = subprocess.run(
+        [sys.executable, str(script), str(code)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        check=False,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    [registered] = [
+        json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")
+    ]
+    assert registered["type"] == "pulumi-python:dynamic/byom:Rollout"
+    assert registered["endpoint"] == "ep-analyze"
+    assert registered["pattern"] == "analyze"
+    assert registered["code_hash"] == code_hash(code)
