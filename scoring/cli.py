@@ -76,16 +76,23 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    client = ScoringClient(args.url, aad_token_provider() if args.aad else None,
-                           deployment=args.deployment)  # fmt: skip
+    client = ScoringClient(
+        args.url, aad_token_provider() if args.aad else None, deployment=args.deployment
+    )
     try:
         if args.command == "generate":
-            params = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
-                      "top_p": args.top_p, "top_k": args.top_k, "stop": args.stop,
-                      "seed": args.seed}  # fmt: skip
+            params = {
+                "max_new_tokens": args.max_new_tokens,
+                "temperature": args.temperature,
+                "top_p": args.top_p,
+                "top_k": args.top_k,
+                "stop": args.stop,
+                "seed": args.seed,
+            }
             if args.chat:
-                result = client.generate(messages=[{"role": "user", "content": args.prompt}],
-                                         **params)  # fmt: skip
+                result = client.generate(
+                    messages=[{"role": "user", "content": args.prompt}], **params
+                )
             else:
                 result = client.generate(args.prompt, **params)
             print(json.dumps(result, indent=2) if args.json else format_generation(result))
@@ -93,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             texts = args.text[0] if len(args.text) == 1 else args.text
             result = client.analyze(texts, top_k=args.top_k)
             analyses = result.get("results", [result])
-            print(json.dumps(result, indent=2) if args.json
-                  else "\n\n".join(map(format_analysis, analyses)))  # fmt: skip
+            print(
+                json.dumps(result, indent=2)
+                if args.json
+                else "\n\n".join(map(format_analysis, analyses))
+            )
     except ScoringError as error:
         print(f"error: {error}", file=sys.stderr)
         for detail in error.details:

@@ -27,8 +27,13 @@ DEPLOYMENT_HEADER = "azureml-model-deployment"
 class ScoringError(Exception):
     """The endpoint refused or failed a request; ``status`` is the container's own status."""
 
-    def __init__(self, status: int, message: str, details: list[dict[str, Any]] | None = None,
-                 retry_after: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status, self.message = status, message
         self.details = details or []
@@ -98,8 +103,13 @@ class ScoringClient:
         """A client that authenticates with Entra ID, for a managed online endpoint."""
         return cls(scoring_uri, token_provider=aad_token_provider(), **kwargs)
 
-    def generate(self, prompt: str | None = None, *, messages: list[dict[str, str]] | None = None,
-                 **params: Any) -> dict[str, Any]:  # fmt: skip
+    def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
         """Pattern 1: ``prompt`` or chat ``messages``; params as in ``GenerateRequest``."""
         body = {"prompt": prompt} if messages is None else {"messages": messages}
         return self.score({"task": "generate", **body, **params})
@@ -132,8 +142,9 @@ class ScoringClient:
             headers["Authorization"] = f"Bearer {self.token_provider()}"
         if self.deployment:
             headers[DEPLOYMENT_HEADER] = self.deployment
-        response = self.session.post(self.url, json=payload, headers=headers,
-                                     timeout=self.timeout_s)  # fmt: skip
+        response = self.session.post(
+            self.url, json=payload, headers=headers, timeout=self.timeout_s
+        )
         if response.status_code != 200:
             raise error_from_response(response)
         return response.json()

@@ -39,13 +39,15 @@ def run_demo(model_dir: Path) -> None:
         for question in QUESTIONS:
             banner(f"generate (chat): {question}")
             t0 = time.monotonic()
-            result = client.generate(messages=[{"role": "user", "content": question}],
-                                     max_new_tokens=64)  # fmt: skip
+            result = client.generate(
+                messages=[{"role": "user", "content": question}], max_new_tokens=64
+            )
             print(format_generation(result) + f"  [{time.monotonic() - t0:.2f} s]")
 
         banner("generate (prompt, sampled, seed 7, stop at newline)")
-        result = client.generate("Once upon a time", max_new_tokens=40, temperature=0.8,
-                                 top_p=0.95, seed=7, stop=["\n"])  # fmt: skip
+        result = client.generate(
+            "Once upon a time", max_new_tokens=40, temperature=0.8, top_p=0.95, seed=7, stop=["\n"]
+        )
         print(format_generation(result))
 
         banner("analyze: a natural sentence vs. an unlikely one")

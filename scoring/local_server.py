@@ -72,14 +72,19 @@ class LocalServer:
         self.log_path = self.log_path or Path(self._app_root) / "server.log"
         command = [
             str(Path(sys.executable).with_name("azmlinfsrv")),
-            "--entry_script", str(ENTRY_SCRIPT),
-            "--port", str(self.port),
-        ]  # fmt: skip
+            "--entry_script",
+            str(ENTRY_SCRIPT),
+            "--port",
+            str(self.port),
+        ]
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
-                command, env=self._environment(), cwd=self._app_root,
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                command,
+                env=self._environment(),
+                cwd=self._app_root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self._wait_until_healthy()
         return self
 
@@ -126,7 +131,9 @@ class LocalServer:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.stop()

@@ -1,0 +1,129 @@
+"""The real azmlinfsrv serving scoring/score.py with the demo model, over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from scoring.client import ScoringClient
+from scoring.local_server import LocalServer
+
+pytestmark = pytest.mark.slow
+
+LIMITS = {
+    "SCORING_MAX_INPUT_TOKENS": "256",
+    "SCORING_MAX_BODY_BYTES": "65536",
+    "SCORING_MAX_NEW_TOKENS": "64",
+}
+
+
+@pytest.fixture(scope="module")
+def server(demo_model_dir: Path) -> Iterator[LocalServer]:
+    with LocalServer(demo_model_dir, env=LIMITS) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def analyze_only(demo_model_dir: Path) -> Iterator[LocalServer]:
+    with LocalServer(demo_model_dir, env={"SCORING_PATTERNS": "analyze"}) as running:
+        yield running
+
+
+def post(server: LocalServer, body: object) -> requests.Response:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return requests.post(
+        server.url + "/score", data=data, timeout=60, headers={"Content-Type": "application/json"}
+    )
+
+
+def assert_still_serving(server: LocalServer) -> None:
+    assert server.healthy()
+    assert post(server, {"prompt": "Hello", "max_new_tokens": 2}).status_code == 200
+
+
+def test_generate_chat_through_the_server(server: LocalServer) -> None:
+    client = ScoringClient(server.url + "/score")
+    result = client.generate(
+        messages=[{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=20
+    )
+    assert result["text"] == "The capital of France is Paris."
+    assert result["finish_reason"] == "stop"
+    assert result["usage"]["completion_tokens"] == 7
+
+
+def test_analyze_batch_through_the_server(server: LocalServer) -> None:
+    result = ScoringClient(server.url + "/score").analyze(
+        ["The quick brown fox jumps over the lazy dog.", "Paris is in France."], top_k=3
+    )
+    first = result["results"][0]
+    assert [t["token"] for t in first["tokens"]][:4] == ["The", " quick", " brown", " fox"]
+    assert first["tokens"][3]["rank"] == 1  # "fox"
+    assert 1 < first["summary"]["perplexity"] < 1000
+
+
+def test_swagger_publishes_the_request_schemas(server: LocalServer) -> None:
+    spec = requests.get(server.url + "/swagger.json", params={"version": "3"}, timeout=10).json()
+    assert {"GenerateRequest", "AnalyzeRequest", "ErrorResponse"} <= spec["components"][
+        "schemas"
+    ].keys()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b'{"prompt": "unterminated', 400, None),
+        (b"not json at all", 400, None),
+        (b'"a string"', 400, None),
+        ({"max_new_tokens": 5}, 422, None),
+        ({"prompt": 5}, 422, "prompt"),
+        ({"prompt": "x", "top_p": 1.5}, 422, "top_p"),
+        ({"prompt": "x", "max_new_tokens": 65}, 422, "max_new_tokens"),
+        ({"text": ""}, 422, "text"),
+        ({"messages": [{"role": "user"}]}, 422, "messages.0.content"),
+        ({"text": "word " * 400}, 413, "text"),
+        ({"prompt": "x" * 70000}, 413, None),
+    ],
+)
+def test_bad_input_gets_its_4xx_and_the_server_keeps_serving(
+    server: LocalServer, body: object, status: int, field: str | None
+) -> None:
+    response = post(server, body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["status"] == status
+    assert error["message"]
+    if field:
+        assert field in [d["field"] for d in error["details"]]
+    assert_still_serving(server)
+
+
+def test_get_on_score_is_405(server: LocalServer) -> None:
+    assert requests.get(server.url + "/score", timeout=10).status_code == 405
+    assert_still_serving(server)
+
+
+def test_concurrent_requests_each_get_their_own_answer(server: LocalServer) -> None:
+    questions = ["What is the capital of France?", "What is 2+2?", "Name a color.", "Say hi."]
+    client = ScoringClient(server.url + "/score")
+
+    def ask(question: str) -> str:
+        return client.generate(messages=[{"role": "user", "content": question}], max_new_tokens=12)[
+            "text"
+        ]
+
+    alone = [ask(q) for q in questions]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(ask, questions * 2))
+    assert together == alone * 2
+
+
+def test_a_pattern_not_served_is_refused_with_400(analyze_only: LocalServer) -> None:
+    response = post(analyze_only, {"prompt": "Hello"})
+    assert response.status_code == 400
+    assert "does not serve 'generate'" in response.json()["error"]["message"]
+    assert post(analyze_only, {"text": "Hello there"}).status_code == 200
