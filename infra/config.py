@@ -39,6 +39,18 @@ STORAGE_SKUS = ("Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS")
 REGISTRY_SKUS = ("Basic", "Standard", "Premium")
 FIREWALL_SKUS = ("Basic", "Standard")
 VM_PRIORITIES = ("Dedicated", "LowPriority")
+# Request patterns the scoring package serves; one endpoint each (env var SCORING_PATTERNS).
+PATTERNS = ("generate", "analyze")
+AUTH_MODES = ("AADToken", "AMLToken", "Key")
+# Deployment metrics Azure Monitor autoscale can act on.
+AUTOSCALE_METRICS = (
+    "CpuUtilizationPercentage",
+    "CpuMemoryUtilizationPercentage",
+    "GpuUtilizationPercentage",
+    "GpuMemoryUtilizationPercentage",
+)
+# Namespace of the keys the delivery CLI writes (`byom:model`, `byom:environment`).
+DELIVERY_NAMESPACE = "byom"
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _CRON = re.compile(r"^(\S+\s+){4}\S+$")
@@ -150,6 +162,78 @@ class ComputeSettings:
 
 
 @dataclass(frozen=True)
+class ProbeSettings:
+    """Liveness or readiness probe timing, in seconds."""
+
+    initial_delay_s: int
+    period_s: int
+    timeout_s: int
+    failure_threshold: int
+    success_threshold: int
+
+
+@dataclass(frozen=True)
+class AutoscaleSettings:
+    """Azure Monitor autoscale for a deployment: instance range and metric thresholds."""
+
+    min_instances: int
+    max_instances: int
+    metric: str
+    scale_out_above: int
+    scale_in_below: int
+    cooldown_minutes: int
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """One pattern's deployment: SKU, instances, request handling, probes, autoscale."""
+
+    pattern: str
+    instance_type: str
+    instance_count: int
+    max_concurrent_requests_per_instance: int
+    request_timeout_ms: int
+    liveness_probe: ProbeSettings
+    readiness_probe: ProbeSettings
+    environment_variables: Mapping[str, str]
+    autoscale: AutoscaleSettings | None
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """How traffic moves to a new deployment (blue/green)."""
+
+    traffic_steps: tuple[int, ...]
+    mirror_percent: int
+    step_wait_s: int
+    keep_previous: bool
+
+
+@dataclass(frozen=True)
+class AssetSettings:
+    """Model and environment versions to deploy, as the delivery CLI recorded them."""
+
+    model_asset_id: str
+    environment_asset_id: str
+
+
+@dataclass(frozen=True)
+class EndpointsSettings:
+    """Managed online endpoints, one per pattern, and their deployments."""
+
+    auth_mode: str
+    public_network_access: str
+    egress_public_network_access: str
+    """`enabled` or `disabled` (lowercase, as azure-ai-ml takes it); create-only in Azure."""
+    code_dir: str
+    scoring_script: str
+    deployments: tuple[DeploymentSettings, ...]
+    rollout: RolloutSettings
+    assets: AssetSettings | None
+    """None until a model and environment are registered: endpoints without deployments."""
+
+
+@dataclass(frozen=True)
 class StackSettings:
     """Everything the program needs from the stack configuration."""
 
@@ -162,6 +246,7 @@ class StackSettings:
     workspace: WorkspaceSettings
     identity: IdentitySettings
     compute: ComputeSettings
+    endpoints: EndpointsSettings | None = None
 
     @property
     def public_network_access(self) -> str:
@@ -397,10 +482,196 @@ def _compute(root: _Section) -> ComputeSettings:
     return ComputeSettings(instance=instance, cluster=cluster)
 
 
+def _probe(
+    section: _Section | None, path: str, initial_delay_s: int, failures: int
+) -> ProbeSettings:
+    probe = section or _Section(path, {})
+    settings = ProbeSettings(
+        initial_delay_s=probe.integer("initialDelaySeconds", initial_delay_s, 0, 3600),
+        period_s=probe.integer("periodSeconds", 10, 1, 600),
+        timeout_s=probe.integer("timeoutSeconds", 2, 1, 600),
+        failure_threshold=probe.integer("failureThreshold", failures, 1, 100),
+        success_threshold=probe.integer("successThreshold", 1, 1, 10),
+    )
+    probe.done()
+    return settings
+
+
+def _autoscale(section: _Section | None) -> AutoscaleSettings | None:
+    if section is None or not section.flag("enabled", True):
+        return None
+    autoscale = AutoscaleSettings(
+        min_instances=section.integer("minInstances", 1, 1, 20),
+        max_instances=section.integer("maxInstances", 2, 1, 20),
+        metric=section.text("metric", "CpuUtilizationPercentage", choices=AUTOSCALE_METRICS),
+        scale_out_above=section.integer("scaleOutAbove", 70, 1, 100),
+        scale_in_below=section.integer("scaleInBelow", 25, 0, 99),
+        # GPU instances take minutes to provision; a short cooldown would overshoot.
+        cooldown_minutes=section.integer("cooldownMinutes", 15, 1, 1440),
+    )
+    if autoscale.max_instances < autoscale.min_instances:
+        raise ConfigError(
+            section.path("maxInstances"),
+            autoscale.max_instances,
+            f"at least minInstances ({autoscale.min_instances})",
+        )
+    if autoscale.scale_in_below >= autoscale.scale_out_above:
+        raise ConfigError(
+            section.path("scaleInBelow"),
+            autoscale.scale_in_below,
+            f"below scaleOutAbove ({autoscale.scale_out_above})",
+        )
+    section.done()
+    return autoscale
+
+
+def _deployment(pattern: str, section: _Section) -> DeploymentSettings:
+    env = section.section("environmentVariables")
+    variables = dict(env.raw) if env is not None else {}
+    for key, value in variables.items():
+        if not isinstance(value, str) or key == "SCORING_PATTERNS":
+            raise ConfigError(
+                f"{section.path('environmentVariables')}.{key}",
+                value,
+                "string values; SCORING_PATTERNS is set from the pattern name",
+            )
+    deployment = DeploymentSettings(
+        pattern=pattern,
+        instance_type=section.text("instanceType"),
+        instance_count=section.integer("instanceCount", 1, 1, 20),
+        max_concurrent_requests_per_instance=section.integer(
+            "maxConcurrentRequestsPerInstance", 1, 1, 1000
+        ),
+        # The managed endpoint maximum is 180 s.
+        request_timeout_ms=section.integer("requestTimeoutMs", 90_000, 1_000, 180_000),
+        # LLM containers load weights before answering; probes must wait for that.
+        liveness_probe=_probe(
+            section.section("livenessProbe"), section.path("livenessProbe"), 600, 30
+        ),
+        readiness_probe=_probe(
+            section.section("readinessProbe"), section.path("readinessProbe"), 600, 3
+        ),
+        environment_variables=variables,
+        autoscale=_autoscale(section.section("autoscale")),
+    )
+    scale = deployment.autoscale
+    if scale and not scale.min_instances <= deployment.instance_count <= scale.max_instances:
+        raise ConfigError(
+            section.path("instanceCount"),
+            deployment.instance_count,
+            f"within autoscale {scale.min_instances}..{scale.max_instances}",
+        )
+    section.done()
+    return deployment
+
+
+def _rollout(section: _Section | None, path: str) -> RolloutSettings:
+    rollout = section or _Section(path, {})
+    steps = rollout.items("trafficSteps") or [10, 100]
+    if (
+        not all(isinstance(x, int) and not isinstance(x, bool) for x in steps)
+        or steps != sorted(set(steps))
+        or steps[0] <= 0
+        or steps[-1] != 100
+    ):
+        raise ConfigError(
+            rollout.path("trafficSteps"),
+            steps,
+            "percentages rising strictly from above 0 to 100, e.g. [10, 100]",
+        )
+    settings = RolloutSettings(
+        traffic_steps=tuple(steps),
+        mirror_percent=rollout.integer("mirrorPercent", 0, 0, 50),
+        step_wait_s=rollout.integer("stepWaitSeconds", 300, 0, 86400),
+        keep_previous=rollout.flag("keepPrevious", True),
+    )
+    rollout.done()
+    return settings
+
+
+def _assets(model: Any, environment: Any) -> AssetSettings | None:
+    if model is None and environment is None:
+        return None
+    m = _Section(f"{DELIVERY_NAMESPACE}:model", model)
+    e = _Section(f"{DELIVERY_NAMESPACE}:environment", environment)
+    name, version = m.text("name"), m.text("version")
+    m.text("contentHash")  # checked against the version by the delivery CLI that writes it
+    registry = m.text("registry", None)
+    model_id = (
+        f"azureml://registries/{registry}/models/{name}/versions/{version}"
+        if registry
+        else f"azureml:{name}:{version}"
+    )
+    env_id = f"azureml:{e.text('name')}:{e.text('version')}"
+    m.done()
+    e.done()
+    return AssetSettings(model_asset_id=model_id, environment_asset_id=env_id)
+
+
+def _endpoints(
+    root: _Section, private: bool, delivery: Mapping[str, Any]
+) -> EndpointsSettings | None:
+    section = root.section("endpoints")
+    if section is None:
+        return None
+    default_access = "Disabled" if private else "Enabled"
+    auth_mode = section.text("authMode", "AADToken", choices=AUTH_MODES)
+    public_access = section.text(
+        "publicNetworkAccess", default_access, choices=("Enabled", "Disabled")
+    )
+    if private and auth_mode != "AADToken":
+        raise ConfigError(
+            section.path("authMode"),
+            auth_mode,
+            "AADToken when network.private (no keys in private stacks)",
+        )
+    if private and public_access != "Disabled":
+        raise ConfigError(
+            section.path("publicNetworkAccess"), public_access, "Disabled when network.private"
+        )
+    deployments = section.section("deployments", required=True)
+    assert deployments is not None
+    for pattern in deployments.raw:
+        deployments.seen.add(pattern)
+        if pattern not in PATTERNS:
+            raise ConfigError(
+                deployments.path(pattern),
+                deployments.raw[pattern],
+                "deployments keyed by pattern: " + ", ".join(PATTERNS),
+            )
+    parsed = tuple(
+        _deployment(p, _Section(deployments.path(p), deployments.raw[p])) for p in deployments.raw
+    )
+    if not parsed:
+        raise ConfigError(section.path("deployments"), {}, "at least one of " + ", ".join(PATTERNS))
+    endpoints = EndpointsSettings(
+        auth_mode=auth_mode,
+        public_network_access=public_access,
+        egress_public_network_access=section.text(
+            "egressPublicNetworkAccess", default_access.lower(), choices=("enabled", "disabled")
+        ),
+        code_dir=section.text("codeDir", "scoring"),
+        scoring_script=section.text("scoringScript", "score.py"),
+        deployments=parsed,
+        rollout=_rollout(section.section("rollout"), section.path("rollout")),
+        assets=_assets(delivery.get("model"), delivery.get("environment")),
+    )
+    section.done()
+    return endpoints
+
+
 def parse_settings(
-    values: Mapping[str, Any], *, stack: str, organization: str = "", project: str = PROJECT
+    values: Mapping[str, Any],
+    *,
+    stack: str,
+    organization: str = "",
+    project: str = PROJECT,
+    delivery: Mapping[str, Any] | None = None,
 ) -> StackSettings:
-    """Validate raw config values (top-level keys without the project prefix) into settings."""
+    """Validate raw config values (top-level keys without the project prefix) into settings.
+
+    `delivery` holds the `byom:model` and `byom:environment` blocks (keys `model`, `environment`).
+    """
     root = _Section(project, values, sep=":")
     location = root.text("location", choices=ALLOWED_REGIONS)
     workload = root.text(
@@ -430,6 +701,7 @@ def parse_settings(
         workspace=_workspace(root, network.private),
         identity=_identity(root),
         compute=_compute(root),
+        endpoints=_endpoints(root, network.private, delivery or {}),
     )
     root.done()
     # Fail here, not halfway through a deployment, when a name cannot be built.
@@ -439,7 +711,8 @@ def parse_settings(
     return settings
 
 
-_OBJECT_KEYS = ("tags", "network", "workspace", "identity", "compute")
+_OBJECT_KEYS = ("tags", "network", "workspace", "identity", "compute", "endpoints")
+_DELIVERY_KEYS = ("model", "environment")
 _STRING_KEYS = ("location", "workload", "uniqueSuffix")
 
 
@@ -454,9 +727,19 @@ def load_settings() -> StackSettings:
             values[key] = config.get_object(key)
         except (json.JSONDecodeError, pulumi.ConfigTypeError):
             raise ConfigError(f"{config.name}:{key}", config.get(key), "a YAML mapping") from None
+    delivery_config = pulumi.Config(DELIVERY_NAMESPACE)
+    delivery: dict[str, Any] = {}
+    for key in _DELIVERY_KEYS:
+        try:
+            delivery[key] = delivery_config.get_object(key)
+        except (json.JSONDecodeError, pulumi.ConfigTypeError):
+            raise ConfigError(
+                f"{DELIVERY_NAMESPACE}:{key}", delivery_config.get(key), "a YAML mapping"
+            ) from None
     return parse_settings(
         {k: v for k, v in values.items() if v is not None},
         stack=pulumi.get_stack(),
         organization=pulumi.get_organization(),
         project=config.name,
+        delivery={k: v for k, v in delivery.items() if v is not None},
     )

@@ -53,6 +53,8 @@ class PlannedResource:
     """Inputs with camelCase wire names (`publicNetworkAccess`), ints as floats."""
     dependencies: tuple[str, ...] = ()
     """URNs of explicit and implicit dependencies."""
+    ignore_changes: tuple[str, ...] = ()
+    """Property paths Pulumi leaves alone on update (`ignore_changes`)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,8 @@ class PlanMocks(pulumi.runtime.Mocks):
         outputs = dict(args.inputs)
         if not args.custom:
             return f"{args.name}-component", outputs
+        if args.typ.startswith("pulumi-python:dynamic"):
+            return self._dynamic(args, outputs)
         inputs = args.inputs
         name = str(inputs.get(_NAME_KEYS.get(args.typ, ""), args.name))
         outputs["name"] = name
@@ -196,6 +200,23 @@ class PlanMocks(pulumi.runtime.Mocks):
             outputs["properties"] = props
         return arm_id, outputs
 
+    @staticmethod
+    def _dynamic(args: pulumi.runtime.MockResourceArgs, outputs: dict) -> tuple[str, dict]:
+        # delivery's Rollout: pretend the first rollout made `blue` live with all traffic.
+        inputs = args.inputs
+        workspace = (
+            f"/subscriptions/{MOCK_SUBSCRIPTION_ID}/resourceGroups/"
+            f"{inputs.get('resource_group_name')}/providers/{_ML}/{inputs.get('workspace_name')}"
+        )
+        endpoint = f"{workspace}/onlineEndpoints/{inputs.get('endpoint_name')}"
+        outputs.update(
+            live_deployment="blue",
+            live_deployment_id=f"{endpoint}/deployments/blue",
+            previous_deployment=None,
+            traffic={"blue": 100},
+        )
+        return endpoint, outputs
+
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:  # type: ignore[override]
         if args.token == "azure-native:authorization:getClientConfig":
             return {
@@ -224,11 +245,17 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     urn=response.urn,
                     parent_urn=request.parent or None,
                     custom=bool(request.custom),
-                    props=rpc.deserialize_properties(request.object),
+                    props=_without_provider(rpc.deserialize_properties(request.object)),
                     dependencies=tuple(request.dependencies),
+                    ignore_changes=tuple(request.ignoreChanges),
                 )
             )
         return response
+
+
+def _without_provider(props: dict[str, Any]) -> dict[str, Any]:
+    # Dynamic resources carry their pickled provider as an input; it is noise in a plan.
+    return {k: v for k, v in props.items() if k != "__provider"}
 
 
 def read_stack_config(stack: str, root: Path = REPO_ROOT) -> tuple[str, dict[str, str]]:
@@ -342,6 +369,15 @@ KEY_PROPS: dict[str, tuple[str, ...]] = {
     "azure-native:monitor:AutoscaleSetting": (
         "profiles.0.capacity.minimum",
         "profiles.0.capacity.maximum",
+        "profiles.0.rules.0.metricTrigger.metricName",
+    ),
+    "pulumi-python:dynamic/byom:Rollout": (
+        "deployment.pattern",
+        "deployment.instance_type",
+        "deployment.instance_count",
+        "deployment.model",
+        "deployment.egress_public_network_access",
+        "policy.traffic_steps",
     ),
     "azure-native:network:VirtualNetwork": ("addressSpace.addressPrefixes",),
     "azure-native:network:Subnet": ("addressPrefix",),
@@ -380,8 +416,17 @@ def key_properties(resource: PlannedResource) -> dict[str, Any]:
     for path in KEY_PROPS.get(resource.type, ()):
         value = _role_label(resource.props) if path == "role" else prop(resource.props, path)
         if value is not None:
-            shown[path] = int(value) if isinstance(value, float) and value.is_integer() else value
+            shown[path] = _whole(value)
     return shown
+
+
+def _whole(value: Any) -> Any:
+    # The wire turns ints into floats; show 100 rather than 100.0.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    return value
 
 
 def _format_props(props: Mapping[str, Any]) -> str:

@@ -9,6 +9,7 @@ from pulumi_azure_native import authorization
 
 from infra.compute import Compute, ComputeArgs
 from infra.config import load_settings
+from infra.endpoints import Endpoints, EndpointsArgs
 from infra.identity import Identity, IdentityArgs
 from infra.naming import Kind
 from infra.network import Network, NetworkArgs, platform_targets
@@ -103,6 +104,26 @@ def main() -> dict[str, Any]:
             ),
         )
 
+    endpoints = None
+    if settings.endpoints is not None:
+        endpoints = Endpoints(
+            "endpoints",
+            EndpointsArgs(
+                namer=n,
+                stack_key=f"{settings.project}/{settings.stack}",
+                location=settings.location,
+                tags=tags,
+                subscription_id=client.subscription_id,
+                resource_group_name=workspace.resource_group_name,
+                workspace_name=workspace.workspace_name,
+                identity_id=identity.endpoint_identity_id,
+                identity_grants=identity.endpoint_role_assignments,
+                invoker_role_definition_id=identity.invoker_role_definition_id,
+                invokers=settings.identity.invokers,
+                settings=settings.endpoints,
+            ),
+        )
+
     outputs: dict[str, Any] = {
         "location": settings.location,
         "subscriptionId": client.subscription_id,
@@ -119,6 +140,7 @@ def main() -> dict[str, Any]:
         "privateDnsZoneIds": network.dns_zone_ids if network else {},
         "computeInstanceName": compute.instance_name if compute else None,
         "computeClusterName": compute.cluster_name if compute else None,
+        "endpoints": endpoints.endpoints if endpoints else {},
     }
     for key, value in outputs.items():
         pulumi.export(key, value)

@@ -29,7 +29,9 @@ def of_type(resources: list[PlannedResource], token: str) -> list[PlannedResourc
 
 
 def is_taggable(token: str) -> bool:
-    """Whether the azure-native resource class for `token` accepts `tags`."""
+    """Whether `token` is an azure-native resource whose class accepts `tags`."""
+    if not token.startswith("azure-native:"):
+        return False
     _, module, name = token.split(":")
     cls = getattr(importlib.import_module(f"pulumi_azure_native.{module}"), name)
     return "tags" in inspect.signature(cls._internal_init).parameters

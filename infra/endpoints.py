@@ -1,0 +1,243 @@
+"""Managed online endpoints, one per scoring pattern, with blue/green rollouts and autoscale.
+
+The endpoint/deployment traffic cycle (an endpoint's traffic may only name deployments that
+exist) is broken by ownership: Pulumi declares the endpoint without traffic and ignores the
+traffic the service reports; `delivery.pulumi_rollout.Rollout` creates the deployment slot,
+smoke-tests it and moves traffic to it; the autoscale setting follows the live slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi_azure_native import machinelearningservices as ml
+from pulumi_azure_native import monitor
+
+from infra import roles
+from infra.config import (
+    AutoscaleSettings,
+    DeploymentSettings,
+    EndpointsSettings,
+    PrincipalSettings,
+    ProbeSettings,
+)
+from infra.naming import Kind, Namer
+
+
+@dataclass(frozen=True)
+class EndpointsArgs:
+    """Inputs of the endpoints component."""
+
+    namer: Namer
+    stack_key: str
+    location: str
+    tags: Mapping[str, str]
+    subscription_id: pulumi.Input[str]
+    resource_group_name: pulumi.Input[str]
+    workspace_name: pulumi.Input[str]
+    identity_id: pulumi.Input[str]
+    """User-assigned identity the endpoints run as."""
+    identity_grants: Sequence[pulumi.Resource]
+    """Role assignments that identity needs before an endpoint can pull and read."""
+    invoker_role_definition_id: pulumi.Input[str]
+    invokers: Sequence[PrincipalSettings]
+    settings: EndpointsSettings
+
+
+class Endpoints(pulumi.ComponentResource):
+    """One endpoint per pattern; a rollout and an autoscale setting per deployment."""
+
+    endpoints: dict[str, dict[str, pulumi.Output[Any]]]
+    """Per pattern: endpoint `name`, `id`, `scoringUri`, and `liveDeployment` once rolled out."""
+
+    def __init__(self, name: str, args: EndpointsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("byom:endpoints:Endpoints", name, None, opts)
+        n = args.namer
+        s = args.settings
+        tags = dict(args.tags)
+        self.endpoints = {}
+
+        for deployment in s.deployments:
+            pattern = deployment.pattern
+            endpoint = ml.OnlineEndpoint(
+                f"{name}-{pattern}",
+                endpoint_name=n.name(Kind.ONLINE_ENDPOINT, pattern),
+                resource_group_name=args.resource_group_name,
+                workspace_name=args.workspace_name,
+                location=args.location,
+                kind="Managed",
+                identity=ml.ManagedServiceIdentityArgs(
+                    type="UserAssigned", user_assigned_identities=[args.identity_id]
+                ),
+                properties=ml.OnlineEndpointPropertiesArgs(
+                    auth_mode=s.auth_mode,
+                    # The SDK would fill in "Enabled".
+                    public_network_access=s.public_network_access,
+                    description=f"Scoring pattern '{pattern}' (azureml-byom).",
+                ),
+                tags=tags,
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    # A user-assigned identity gets no automatic grants; without these the
+                    # first deployment fails to pull its image.
+                    depends_on=list(args.identity_grants),
+                    # Traffic belongs to the rollout; Pulumi must not reset it.
+                    ignore_changes=["properties.traffic", "properties.mirrorTraffic"],
+                    # Auth mode and name are create-only; the name is fixed, so delete first.
+                    delete_before_replace=True,
+                ),
+            )
+            outputs: dict[str, pulumi.Output[Any]] = {
+                "name": endpoint.name,
+                "id": endpoint.id,
+                "scoringUri": endpoint.properties.scoring_uri,
+            }
+
+            for invoker in args.invokers:
+                roles.assign(
+                    f"{name}-{pattern}-invoker-{invoker.object_id[:8]}",
+                    key=(args.stack_key, f"endpoint-{pattern}", invoker.object_id, "invoker"),
+                    scope=endpoint.id,
+                    role_definition_id=args.invoker_role_definition_id,
+                    principal_id=invoker.object_id,
+                    principal_type=invoker.principal_type,
+                    description=f"May score the '{pattern}' endpoint.",
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+
+            if s.assets is not None:
+                rollout = self._rollout(name, args, deployment, endpoint)
+                outputs["liveDeployment"] = rollout.live_deployment
+                if deployment.autoscale is not None:
+                    self._autoscale(name, args, deployment, deployment.autoscale, rollout)
+            self.endpoints[pattern] = outputs
+
+        self.register_outputs({"endpoints": self.endpoints})
+
+    def _rollout(
+        self,
+        name: str,
+        args: EndpointsArgs,
+        deployment: DeploymentSettings,
+        endpoint: ml.OnlineEndpoint,
+    ) -> pulumi.Resource:
+        # Imported here: azure-ai-ml takes seconds to import, and stacks without registered
+        # assets (the very first `pulumi up`) do not need it.
+        from delivery.pulumi_rollout import Rollout, RolloutArgs
+        from delivery.rollout import DeploymentSpec, ProbeSpec, RolloutPolicy
+
+        def probe(p: ProbeSettings) -> ProbeSpec:
+            return ProbeSpec(
+                initial_delay_s=p.initial_delay_s,
+                period_s=p.period_s,
+                timeout_s=p.timeout_s,
+                failure_threshold=p.failure_threshold,
+                success_threshold=p.success_threshold,
+            )
+
+        s = args.settings
+        assert s.assets is not None
+        spec = DeploymentSpec(
+            pattern=deployment.pattern,
+            model=s.assets.model_asset_id,
+            environment=s.assets.environment_asset_id,
+            instance_type=deployment.instance_type,
+            instance_count=deployment.instance_count,
+            code_dir=s.code_dir,
+            scoring_script=s.scoring_script,
+            max_concurrent_requests_per_instance=deployment.max_concurrent_requests_per_instance,
+            request_timeout_ms=deployment.request_timeout_ms,
+            liveness_probe=probe(deployment.liveness_probe),
+            readiness_probe=probe(deployment.readiness_probe),
+            environment_variables={
+                **deployment.environment_variables,
+                "SCORING_PATTERNS": deployment.pattern,
+            },
+            # Create-only in Azure; a change makes the rollout build a new slot.
+            egress_public_network_access=s.egress_public_network_access,
+            app_insights_enabled=True,
+        )
+        policy = RolloutPolicy(
+            traffic_steps=s.rollout.traffic_steps,
+            mirror_percent=s.rollout.mirror_percent,
+            step_wait_s=float(s.rollout.step_wait_s),
+            keep_previous=s.rollout.keep_previous,
+            # With autoscale on, the rollout never sets a live deployment's instance count.
+            autoscale=deployment.autoscale is not None,
+        )
+        return Rollout(
+            f"{name}-{deployment.pattern}-rollout",
+            RolloutArgs(
+                subscription_id=args.subscription_id,
+                resource_group_name=args.resource_group_name,
+                workspace_name=args.workspace_name,
+                endpoint_name=endpoint.name,
+                deployment=spec,
+                policy=policy,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _autoscale(
+        self,
+        name: str,
+        args: EndpointsArgs,
+        deployment: DeploymentSettings,
+        scale: AutoscaleSettings,
+        rollout: Any,
+    ) -> monitor.AutoscaleSetting:
+        target = rollout.live_deployment_id
+
+        def rule(direction: str, operator: str, threshold: int, cooldown: int) -> Any:
+            return monitor.ScaleRuleArgs(
+                metric_trigger=monitor.MetricTriggerArgs(
+                    metric_name=scale.metric,
+                    metric_resource_uri=target,
+                    time_grain="PT1M",
+                    statistic="Average",
+                    time_window="PT5M",
+                    time_aggregation="Average",
+                    operator=operator,
+                    threshold=threshold,
+                ),
+                scale_action=monitor.ScaleActionArgs(
+                    direction=direction,
+                    type="ChangeCount",
+                    value="1",
+                    cooldown=f"PT{cooldown}M",
+                ),
+            )
+
+        return monitor.AutoscaleSetting(
+            f"{name}-{deployment.pattern}-autoscale",
+            autoscale_setting_name=args.namer.name(Kind.AUTOSCALE_SETTING, deployment.pattern),
+            resource_group_name=args.resource_group_name,
+            location=args.location,
+            # Follows the live slot: after a blue/green switch the setting moves with it.
+            target_resource_uri=target,
+            enabled=True,
+            profiles=[
+                monitor.AutoscaleProfileArgs(
+                    name="default",
+                    capacity=monitor.ScaleCapacityArgs(
+                        minimum=str(scale.min_instances),
+                        maximum=str(scale.max_instances),
+                        default=str(deployment.instance_count),
+                    ),
+                    rules=[
+                        rule(
+                            "Increase", "GreaterThan", scale.scale_out_above, scale.cooldown_minutes
+                        ),
+                        # Scale in more slowly than out: GPU capacity is slow to get back.
+                        rule(
+                            "Decrease", "LessThan", scale.scale_in_below, 2 * scale.cooldown_minutes
+                        ),
+                    ],
+                )
+            ],
+            tags=dict(args.tags),
+            opts=pulumi.ResourceOptions(parent=self),
+        )

@@ -1,0 +1,152 @@
+"""Endpoints, rollouts and autoscale as the program declares them in each stack."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from infra.config import PATTERNS, ConfigError, parse_settings
+from infra.plan import Plan, PlannedResource, prop
+from tests.infra.conftest import of_type
+
+ENDPOINT = "azure-native:machinelearningservices:OnlineEndpoint"
+ROLLOUT = "pulumi-python:dynamic/byom:Rollout"
+AUTOSCALE = "azure-native:monitor:AutoscaleSetting"
+ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
+
+
+def _by_pattern(resources: list[PlannedResource], token: str) -> dict[str, PlannedResource]:
+    return {r.name.split("-")[1]: r for r in of_type(resources, token)}
+
+
+def test_one_endpoint_and_rollout_per_pattern(stack_plan: Plan) -> None:
+    """Every configured pattern gets its endpoint and a rollout that deploys to it."""
+    endpoints = _by_pattern(stack_plan.resources, ENDPOINT)
+    rollouts = _by_pattern(stack_plan.resources, ROLLOUT)
+    assert set(endpoints) == set(PATTERNS)
+    assert set(rollouts) == set(endpoints)
+    for pattern, rollout in rollouts.items():
+        assert rollout.props["endpoint_name"] == endpoints[pattern].props["endpointName"]
+        assert endpoints[pattern].urn in rollout.dependencies, f"{rollout.urn} ignores its endpoint"
+
+
+def test_rollout_serves_its_pattern(stack_plan: Plan) -> None:
+    """SCORING_PATTERNS selects the pattern; probes wait for the model to load."""
+    for pattern, r in _by_pattern(stack_plan.resources, ROLLOUT).items():
+        deployment = r.props["deployment"]
+        env = deployment["environment_variables"]
+        assert env["SCORING_PATTERNS"] == pattern, r.urn
+        assert deployment["pattern"] == pattern, r.urn
+        assert deployment["liveness_probe"]["initial_delay_s"] >= 60, r.urn
+        assert deployment["model"].startswith("azureml"), r.urn
+
+
+def test_endpoints_leave_traffic_to_the_rollout(stack_plan: Plan) -> None:
+    """The endpoint declares no traffic and ignores it, so Pulumi never fights the rollout."""
+    for r in of_type(stack_plan.resources, ENDPOINT):
+        assert "traffic" not in r.props["properties"], r.urn
+        assert "properties.traffic" in r.ignore_changes, r.urn
+
+
+def test_endpoints_wait_for_their_identity_grants(stack_plan: Plan) -> None:
+    """A user-assigned endpoint identity must hold AcrPull etc. before the endpoint exists."""
+    grants = {
+        r.urn
+        for r in of_type(stack_plan.resources, ROLE_ASSIGNMENT)
+        if r.name.startswith("identity-endpoint-")
+    }
+    assert len(grants) == 3
+    for r in of_type(stack_plan.resources, ENDPOINT):
+        assert grants <= set(r.dependencies), f"{r.urn} does not depend on {grants}"
+        assert prop(r.props, "identity.type") == "UserAssigned", r.urn
+
+
+def test_prod_endpoints_are_private_with_entra_auth(plans: dict[str, Plan]) -> None:
+    """Prod: AAD token auth, no public network access, egress disabled."""
+    for r in of_type(plans["prod"].resources, ENDPOINT):
+        assert prop(r.props, "properties.authMode") == "AADToken", r.urn
+        assert prop(r.props, "properties.publicNetworkAccess") == "Disabled", r.urn
+    for r in of_type(plans["prod"].resources, ROLLOUT):
+        assert r.props["deployment"]["egress_public_network_access"] == "disabled", r.urn
+        assert r.props["deployment"]["instance_type"].startswith("Standard_N"), f"{r.urn}: no GPU"
+
+
+def test_autoscale_targets_the_live_deployment(plans: dict[str, Plan]) -> None:
+    """Each prod deployment's autoscale setting acts on the live slot; counts stay in range."""
+    rollouts = _by_pattern(plans["prod"].resources, ROLLOUT)
+    scales = _by_pattern(plans["prod"].resources, AUTOSCALE)
+    assert set(scales) == set(rollouts)
+    for pattern, r in scales.items():
+        assert "/onlineEndpoints/" in r.props["targetResourceUri"], r.urn
+        assert "/deployments/" in r.props["targetResourceUri"], r.urn
+        assert rollouts[pattern].urn in r.dependencies, r.urn
+        assert rollouts[pattern].props["policy"]["autoscale"] is True, rollouts[pattern].urn
+        capacity = r.props["profiles"][0]["capacity"]
+        count = rollouts[pattern].props["deployment"]["instance_count"]
+        assert int(capacity["minimum"]) <= count <= int(capacity["maximum"]), r.urn
+
+
+def test_invokers_get_only_the_custom_role_on_each_endpoint(plans: dict[str, Plan]) -> None:
+    """Applications are granted the score-only role at endpoint scope, not on the workspace."""
+    invokers = [r for r in of_type(plans["prod"].resources, ROLE_ASSIGNMENT) if "invoker" in r.name]
+    assert len(invokers) == len(PATTERNS)
+    for r in invokers:
+        assert "/onlineEndpoints/" in r.props["scope"], r.urn
+        assert "/roleDefinitions/" in r.props["roleDefinitionId"], r.urn
+
+
+BASE: dict[str, Any] = {
+    "location": "swedencentral",
+    "tags": {"owner": "o", "costCenter": "c", "dataClassification": "internal"},
+    "endpoints": {"deployments": {"generate": {"instanceType": "Standard_NC24ads_A100_v4"}}},
+}
+
+
+def _parse(**endpoint_changes: Any) -> Any:
+    values = copy.deepcopy(BASE)
+    values["endpoints"].update(endpoint_changes)
+    return parse_settings(values, stack="prod")
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"authMode": "Key"}, "azureml-byom:endpoints.authMode"),
+        ({"publicNetworkAccess": "Enabled"}, "azureml-byom:endpoints.publicNetworkAccess"),
+        (
+            {"deployments": {"chat": {"instanceType": "x"}}},
+            "azureml-byom:endpoints.deployments.chat",
+        ),
+        (
+            {"deployments": {"generate": {"instanceType": "x", "requestTimeoutMs": 600000}}},
+            "azureml-byom:endpoints.deployments.generate.requestTimeoutMs",
+        ),
+        (
+            {
+                "deployments": {
+                    "generate": {
+                        "instanceType": "x",
+                        "instanceCount": 5,
+                        "autoscale": {"maxInstances": 2},
+                    }
+                }
+            },
+            "azureml-byom:endpoints.deployments.generate.instanceCount",
+        ),
+        ({"rollout": {"trafficSteps": [50, 10]}}, "azureml-byom:endpoints.rollout.trafficSteps"),
+    ],
+)
+def test_invalid_endpoint_config_fails_naming_the_key(changes: dict, key: str) -> None:
+    """Endpoint settings are checked before anything is declared."""
+    with pytest.raises(ConfigError) as caught:
+        _parse(**changes)
+    assert caught.value.key == key
+
+
+def test_endpoints_without_registered_assets_have_no_rollout() -> None:
+    """Before the first model is registered, endpoints exist but nothing is deployed."""
+    settings = _parse()
+    assert settings.endpoints is not None
+    assert settings.endpoints.assets is None
