@@ -12,6 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: demo test lint format venv model bench plan clean
 
 demo: venv model
+	$(PY) -m infra.plan --stack dev --summary
 	$(PY) -m scoring.demo --model-dir "$(DEMO_MODEL_DIR)"
 
 test: venv model

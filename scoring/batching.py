@@ -16,6 +16,9 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
+import torch
+from transformers import GenerationConfig
+
 from scoring.generation import DecodeBatch, Generation, Row, SamplingParams
 from scoring.model import LoadedModel
 
@@ -114,3 +117,63 @@ def _fail(row: Row, error: BaseException) -> None:
     assert isinstance(row, _Pending)
     if not row.future.done():
         row.future.set_exception(error)
+
+
+class SerialEngine:
+    """The naive baseline: one request at a time, plain ``model.generate`` for each.
+
+    Kept for benchmarks (``SCORING_ENGINE=serial``) and as a fallback for models whose cache
+    does not support row-wise batching.
+    """
+
+    def __init__(self, lm: LoadedModel, *, max_queue: int = 64) -> None:
+        self.lm = lm
+        self._model_lock = threading.Lock()
+        self._room = threading.BoundedSemaphore(max_queue + 1)
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, timeout_s: float) -> Generation:
+        if not self._room.acquire(blocking=False):
+            raise QueueFullError("the serial engine's queue is full")
+        try:
+            if not self._model_lock.acquire(timeout=timeout_s):
+                raise DeadlineExceededError(f"waited {timeout_s:.0f} s for the model")
+            try:
+                return plain_generate(self.lm, prompt_ids, params)
+            finally:
+                self._model_lock.release()
+        finally:
+            self._room.release()
+
+
+def plain_generate(lm: LoadedModel, prompt_ids: list[int], params: SamplingParams) -> Generation:
+    """``model.generate`` for one prompt, with the same result semantics as the batch loop."""
+    sampling = params.temperature > 0
+    config = GenerationConfig(
+        max_new_tokens=params.max_new_tokens,
+        do_sample=sampling,
+        temperature=params.temperature if sampling else None,
+        top_p=params.top_p if sampling else None,
+        top_k=(params.top_k or None) if sampling else None,
+        stop_strings=list(params.stop) or None,
+        pad_token_id=lm.tokenizer.pad_token_id,
+        eos_token_id=lm.model.generation_config.eos_token_id,
+    )
+    if params.seed is not None:
+        torch.manual_seed(params.seed)  # global RNG: safe only because calls are serialised
+    ids = torch.tensor([prompt_ids], device=lm.device)
+    with torch.inference_mode():
+        out = lm.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            generation_config=config,
+            tokenizer=lm.tokenizer,
+        )
+    new = out[0, len(prompt_ids) :].tolist()
+    eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    ended = bool(new) and new[-1] in eos
+    tokens = new[:-1] if ended else new
+    text = lm.tokenizer.decode(tokens, skip_special_tokens=True)
+    cut = min((i for s in params.stop if (i := text.find(s)) >= 0), default=-1)
+    if cut >= 0:
+        text, ended = text[:cut], True
+    return Generation(text, "stop" if ended else "length", len(prompt_ids), len(tokens))

@@ -15,7 +15,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from scoring.analysis import TokenScores, bucket_counts, perplexity, score_tokens
-from scoring.batching import DeadlineExceededError, GenerationEngine, QueueFullError
+from scoring.batching import (
+    DeadlineExceededError,
+    GenerationEngine,
+    QueueFullError,
+    SerialEngine,
+)
 from scoring.generation import SamplingParams
 from scoring.model import LoadedModel
 from scoring.schemas import (
@@ -307,6 +312,14 @@ class ScoringService:
             buckets=bucket_counts(ranks),
         )
         return TextAnalysis(tokens=tokens, summary=summary)
+
+
+def _engine(lm: LoadedModel, settings: ScoringSettings) -> GenerationEngine | SerialEngine:
+    if settings.engine == "serial":
+        return SerialEngine(lm, max_queue=settings.max_queue)
+    return GenerationEngine(
+        lm, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue
+    )
 
 
 def _validate(model: type[M], payload: dict[str, Any]) -> M:

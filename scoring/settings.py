@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -47,6 +47,9 @@ class ScoringSettings(BaseSettings):
     max_total_tokens: int = Field(default=16384, ge=16, description="tokens per request, all texts")
     max_top_k: int = Field(default=20, ge=0, le=100, description="alternatives per token")
 
+    engine: Literal["continuous", "serial"] = Field(
+        default="continuous", description="serial: one plain generate() at a time (baseline)"
+    )
     max_batch_size: int = Field(default=16, ge=1, description="generation requests per batch")
     max_queue: int = Field(default=64, ge=1, description="waiting requests before 429")
     request_timeout_s: float = Field(default=60.0, gt=0, description="deadline per request")

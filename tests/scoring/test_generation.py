@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from scoring.batching import plain_generate
 from scoring.generation import DecodeBatch, Row, SamplingParams, generate
 from scoring.model import LoadedModel
 
@@ -85,3 +86,10 @@ def test_stop_string_ends_generation_and_is_not_returned(demo_lm: LoadedModel) -
     result = generate(demo_lm, [prompt], [SamplingParams(max_new_tokens=30, stop=("Paris",))])[0]
     assert result.text == "The capital of France is "
     assert result.finish_reason == "stop"
+
+
+@pytest.mark.slow
+def test_plain_generate_baseline_matches_the_batch_loop(demo_lm: LoadedModel) -> None:
+    prompt = chat_ids(demo_lm, QUESTIONS[1])
+    for params in [SamplingParams(max_new_tokens=12), SamplingParams(40, stop=("\n",))]:
+        assert plain_generate(demo_lm, prompt, params) == generate(demo_lm, [prompt], [params])[0]
