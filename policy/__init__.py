@@ -1,0 +1,1 @@
+"""CrossGuard policy pack for the platform; rules are plain functions (`policy.rules`)."""

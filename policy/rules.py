@@ -1,0 +1,388 @@
+"""Policy rules as plain functions over a resource's type and inputs.
+
+A rule is `rule(resource_type, props, settings) -> list[str]`: the reasons the resource breaks the
+policy, empty when it complies. `props` are Pulumi inputs with camelCase wire names, the shape
+CrossGuard receives during `pulumi preview`/`up` and the offline plan (`infra.plan`) records, so
+the same function runs in both. Dynamic resources (delivery's Rollout) keep their Python names.
+
+This module imports nothing from the project: the policy pack runs in its own analyzer process.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Resource type tokens (azure-native v3).
+ML_WORKSPACE = "azure-native:machinelearningservices:Workspace"
+ML_REGISTRY = "azure-native:machinelearningservices:Registry"
+ML_COMPUTE = "azure-native:machinelearningservices:Compute"
+ONLINE_ENDPOINT = "azure-native:machinelearningservices:OnlineEndpoint"
+ONLINE_DEPLOYMENT = "azure-native:machinelearningservices:OnlineDeployment"
+STORAGE_ACCOUNT = "azure-native:storage:StorageAccount"
+KEY_VAULT = "azure-native:keyvault:Vault"
+CONTAINER_REGISTRY = "azure-native:containerregistry:Registry"
+ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
+ROLE_DEFINITION = "azure-native:authorization:RoleDefinition"
+# delivery's dynamic provider: creates the deployments and shifts traffic.
+ROLLOUT = "pulumi-python:dynamic/byom:Rollout"
+
+# Built-in roles never granted (the GUIDs are the same in every tenant).
+OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+USER_ACCESS_ADMINISTRATOR = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"
+PRIVILEGED_ROLES = {
+    OWNER: "Owner",
+    CONTRIBUTOR: "Contributor",
+    USER_ACCESS_ADMINISTRATOR: "User Access Administrator",
+}
+# Custom-role actions that amount to the roles above.
+PRIVILEGED_ACTIONS = (
+    "*",
+    "*/write",
+    "Microsoft.Authorization/*",
+    "Microsoft.Authorization/*/write",
+    "Microsoft.Authorization/roleAssignments/write",
+)
+
+# Data residency: EU regions that offer the GPU SKUs below (infra.config.ALLOWED_REGIONS).
+ALLOWED_REGIONS = (
+    "swedencentral",
+    "westeurope",
+    "northeurope",
+    "francecentral",
+    "germanywestcentral",
+)
+# Private DNS zones and their VNet links are global resources.
+GLOBAL_LOCATIONS = ("global",)
+
+# Managed online endpoint GPU SKUs (Azure ML's managed endpoint SKU list).
+GPU_INSTANCE_TYPES = (
+    "Standard_NC4as_T4_v3",
+    "Standard_NC8as_T4_v3",
+    "Standard_NC16as_T4_v3",
+    "Standard_NC64as_T4_v3",
+    "Standard_NV36ads_A10_v5",
+    "Standard_NV72ads_A10_v5",
+    "Standard_NC24ads_A100_v4",
+    "Standard_NC48ads_A100_v4",
+    "Standard_NC96ads_A100_v4",
+    "Standard_NC40ads_H100_v5",
+    "Standard_NC80adis_H100_v5",
+)
+
+REQUIRED_TAGS = ("environment", "owner", "costCenter", "dataClassification")
+# azure-native types without a top-level `tags` input (extension and child resources).
+NOT_TAGGABLE = frozenset(
+    {
+        ROLE_ASSIGNMENT,
+        ROLE_DEFINITION,
+        "azure-native:authorization:ManagementLockAtResourceLevel",
+        "azure-native:monitor:DiagnosticSetting",
+        "azure-native:network:Subnet",
+        "azure-native:network:SecurityRule",
+        "azure-native:network:PrivateDnsZoneGroup",
+        "azure-native:privatedns:PrivateRecordSet",
+        "azure-native:storage:BlobContainer",
+        "azure-native:storage:BlobServiceProperties",
+        "azure-native:storage:FileServiceProperties",
+        "azure-native:machinelearningservices:CodeVersion",
+        "azure-native:machinelearningservices:ModelVersion",
+        "azure-native:machinelearningservices:EnvironmentVersion",
+        "azure-native:machinelearningservices:Connection",
+    }
+)
+
+# Azure accepts 15 minutes to 3 days; the policy caps what a forgotten VM may cost.
+MAX_IDLE_SHUTDOWN_MINUTES = 120
+
+Rule = Callable[[str, Mapping[str, Any], Mapping[str, Any]], list[str]]
+
+_ISO_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def prop(props: Mapping[str, Any], path: str) -> Any:
+    """Value at a dotted path (`properties.authMode`), or None where any part is missing."""
+    value: Any = props
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _same(value: Any, expected: str) -> bool:
+    # Azure compares enum values and SKU names case-insensitively (`disabled` == `Disabled`).
+    return isinstance(value, str) and value.lower() == expected.lower()
+
+
+def _shown(value: Any) -> str:
+    return "not set" if value is None else repr(value)
+
+
+# Where each type keeps its inbound public access switch; absent means Azure's default, Enabled.
+PUBLIC_ACCESS_PATHS = {
+    ML_WORKSPACE: "publicNetworkAccess",
+    ML_REGISTRY: "publicNetworkAccess",
+    STORAGE_ACCOUNT: "publicNetworkAccess",
+    KEY_VAULT: "properties.publicNetworkAccess",
+    CONTAINER_REGISTRY: "publicNetworkAccess",
+    ONLINE_ENDPOINT: "properties.publicNetworkAccess",
+}
+
+
+def no_public_network_access(
+    resource_type: str, props: Mapping[str, Any], settings: Mapping[str, Any]
+) -> list[str]:
+    """Workspace, storage, key vault, registries and endpoints are reachable only privately."""
+    reasons = []
+    path = PUBLIC_ACCESS_PATHS.get(resource_type)
+    if path is not None:
+        value = prop(props, path)
+        if value is None:
+            reasons.append(f"{path} is not set (Azure's default is Enabled); set it to 'Disabled'")
+        elif not _same(value, "Disabled"):
+            reasons.append(f"{path} is {value!r}; set it to 'Disabled'")
+    if resource_type == ML_WORKSPACE and prop(props, "allowPublicAccessWhenBehindVnet") is True:
+        reasons.append("allowPublicAccessWhenBehindVnet is true; set it to false")
+    if resource_type == STORAGE_ACCOUNT and prop(props, "allowBlobPublicAccess") is not False:
+        value = prop(props, "allowBlobPublicAccess")
+        reasons.append(f"allowBlobPublicAccess is {_shown(value)}; set it to false")
+    # Outbound: a deployment that may reach the internet bypasses the workspace's isolation.
+    egress = {
+        ONLINE_DEPLOYMENT: "properties.egressPublicNetworkAccess",
+        ROLLOUT: "deployment.egress_public_network_access",
+    }.get(resource_type)
+    if egress is not None and _same(prop(props, egress), "Enabled"):
+        reasons.append(f"{egress} is {prop(props, egress)!r}; set it to 'Disabled'")
+    return reasons
+
+
+def endpoint_aad_token_auth(
+    resource_type: str, props: Mapping[str, Any], settings: Mapping[str, Any]
+) -> list[str]:
+    """Online endpoints authenticate callers with Entra ID tokens, never keys."""
+    if resource_type != ONLINE_ENDPOINT:
+        return []
+    mode = prop(props, "properties.authMode")
+    if _same(mode, "AADToken"):
+        return []
+    return [f"properties.authMode is {_shown(mode)}; set it to 'AADToken' (no keys)"]
+
+
+def _role_guid(role_definition_id: Any) -> str:
+    return str(role_definition_id or "").rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+def no_privileged_roles(
+    resource_type: str, props: Mapping[str, Any], settings: Mapping[str, Any]
+) -> list[str]:
+    """No Owner, Contributor or User Access Administrator grants, nor custom roles like them."""
+    if resource_type == ROLE_ASSIGNMENT:
+        guid = _role_guid(prop(props, "roleDefinitionId"))
+        if guid in PRIVILEGED_ROLES:
+            return [
+                f"grants {PRIVILEGED_ROLES[guid]} ({guid}) at {prop(props, 'scope')}; "
+                "grant the narrowest built-in or custom role instead"
+            ]
+    if resource_type == ROLE_DEFINITION:
+        actions = [
+            action
+            for permission in prop(props, "permissions") or []
+            if isinstance(permission, Mapping)
+            for action in permission.get("actions") or []
+        ]
+        broad = [a for a in actions if a in PRIVILEGED_ACTIONS]
+        if broad:
+            return [f"custom role allows {', '.join(broad)}; list the specific actions it needs"]
+    return []
+
+
+def _minutes(duration: Any) -> float | None:
+    match = _ISO_DURATION.match(duration) if isinstance(duration, str) else None
+    if match is None or duration in ("P", "PT"):
+        return None
+    d, h, m, s = (float(match.group(g) or 0) for g in "dhms")
+    return d * 1440 + h * 60 + m + s / 60
+
+
+def compute_instance_idle_shutdown(
+    resource_type: str, props: Mapping[str, Any], settings: Mapping[str, Any]
+) -> list[str]:
+    """Compute instances shut down when idle, within the allowed idle time."""
+    if resource_type != ML_COMPUTE or not _same(
+        prop(props, "properties.computeType"), "ComputeInstance"
+    ):
+        return []
+    path = "properties.properties.idleTimeBeforeShutdown"
+    value = prop(props, path)
+    limit = settings.get("maxIdleMinutes", MAX_IDLE_SHUTDOWN_MINUTES)
+    minutes = _minutes(value)
+    if minutes is None:
+        return [f"{path} is {_shown(value)}; set an ISO 8601 duration such as 'PT30M'"]
+    if minutes > limit:
+        return [f"{path} is {value!r} ({minutes:g} min); at most {limit} min allowed"]
+    return []
+
+
+def _region(value: str) -> str:
+    return value.replace(" ", "").lower()
+
+
+def allowed_regions(
+    resource_type: str, props: Mapping[str, Any], settings: Mapping[str, Any]
+) -> list[str]:
+    """Resources live only in the allowed regions (data residency)."""
+    location = props.get("location")
+    if not isinstance(location, str):
+        return []  # extension and child resources live where their parent does
+    allowed = [_region(r) for r in settings.get("allowedRegions", ALLOWED_REGIONS)]
+    if _region(location) in allowed or _region(location) in GLOBAL_LOCATIONS:
+        return []
+    return [f"location is {location!r}; allowed: {', '.join(allowed)}"]
+
+
+# Where each type names the VM SKU that serves a deployment.
+INSTANCE_TYPE_PATHS = {
+    ONLINE_DEPLOYMENT: "properties.instanceType",
+    ROLLOUT: "deployment.instance_type",
+}
+
+
+def allowed_deployment_skus(
+    resource_type: str, props: Mapping[str, Any], settings: Mapping[str, Any]
+) -> list[str]:
+    """Model deployments run on the approved (GPU) instance types only."""
+    path = INSTANCE_TYPE_PATHS.get(resource_type)
+    if path is None:
+        return []
+    value = prop(props, path)
+    allowed = list(settings.get("allowedInstanceTypes", GPU_INSTANCE_TYPES))
+    if isinstance(value, str) and value.lower() in {a.lower() for a in allowed}:
+        return []
+    return [f"{path} is {_shown(value)}; allowed: {', '.join(allowed)}"]
+
+
+def required_tags(
+    resource_type: str, props: Mapping[str, Any], settings: Mapping[str, Any]
+) -> list[str]:
+    """Every taggable Azure resource carries the platform's tag set."""
+    if not resource_type.startswith("azure-native:") or resource_type in NOT_TAGGABLE:
+        return []
+    tags = props.get("tags")
+    tags = tags if isinstance(tags, Mapping) else {}
+    required = settings.get("requiredTags", REQUIRED_TAGS)
+    missing = [key for key in required if not tags.get(key)]
+    reasons = [f"missing tags: {', '.join(missing)}"] if missing else []
+    for key, expected in (settings.get("expectedTagValues") or {}).items():
+        if tags.get(key) and tags.get(key) != expected:
+            reasons.append(f"tag {key} is {tags.get(key)!r}; expected {expected!r}")
+    return reasons
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A rule with its name, description and configurable settings (JSON schema and defaults)."""
+
+    name: str
+    description: str
+    rule: Rule
+    remediation: str
+    schema: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """JSON schema of each setting, as CrossGuard's `PolicyConfigSchema.properties`."""
+
+    def settings(self, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Schema defaults overlaid with a policy config's settings (enforcementLevel dropped)."""
+        settings = {key: spec["default"] for key, spec in self.schema.items()}
+        settings.update({k: v for k, v in (config or {}).items() if k in self.schema})
+        return settings
+
+    def check(
+        self, resource_type: str, props: Mapping[str, Any], config: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """Reasons the resource breaks this policy under `config` (empty: compliant)."""
+        return self.rule(resource_type, props, self.settings(config))
+
+
+def _string_list(description: str, default: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": description,
+        "default": list(default),
+    }
+
+
+POLICIES: tuple[PolicySpec, ...] = (
+    PolicySpec(
+        "no-public-network-access",
+        "Workspace, storage, key vault, registries and online endpoints disable public network "
+        "access; deployments have no public egress.",
+        no_public_network_access,
+        "Set publicNetworkAccess to Disabled (config: network.private = true) and reach the "
+        "resources through their private endpoints.",
+    ),
+    PolicySpec(
+        "endpoint-aad-token-auth",
+        "Online endpoints use Entra ID (AADToken) authentication, never keys.",
+        endpoint_aad_token_auth,
+        "Set endpoints.authMode to AADToken and grant callers the endpoint invoker role.",
+    ),
+    PolicySpec(
+        "no-privileged-roles",
+        "No Owner, Contributor or User Access Administrator role assignments.",
+        no_privileged_roles,
+        "Grant the narrowest role (AzureML Data Scientist, AcrPull, the invoker role).",
+    ),
+    PolicySpec(
+        "compute-instance-idle-shutdown",
+        "Compute instances shut down when idle.",
+        compute_instance_idle_shutdown,
+        "Set compute.instance.idleShutdownMinutes (15 min up to the allowed maximum).",
+        {
+            "maxIdleMinutes": {
+                "type": "integer",
+                "minimum": 15,
+                "maximum": 4320,
+                "description": "Longest idle time before a compute instance shuts down.",
+                "default": MAX_IDLE_SHUTDOWN_MINUTES,
+            }
+        },
+    ),
+    PolicySpec(
+        "allowed-regions",
+        "Resources are deployed only to the allowed regions (data residency).",
+        allowed_regions,
+        "Set location to one of the allowed regions.",
+        {"allowedRegions": _string_list("Azure region names.", ALLOWED_REGIONS)},
+    ),
+    PolicySpec(
+        "allowed-deployment-skus",
+        "Model deployments use approved GPU instance types only.",
+        allowed_deployment_skus,
+        "Set endpoints.deployments.<pattern>.instanceType to an approved SKU.",
+        {"allowedInstanceTypes": _string_list("VM SKUs for deployments.", GPU_INSTANCE_TYPES)},
+    ),
+    PolicySpec(
+        "required-tags",
+        "Taggable resources carry environment, owner, costCenter and dataClassification tags.",
+        required_tags,
+        "Set the tags block in the stack config; components apply it to every resource.",
+        {
+            "requiredTags": _string_list("Tag keys every taggable resource has.", REQUIRED_TAGS),
+            "expectedTagValues": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Tag values fixed per stack, e.g. environment.",
+                "default": {},
+            },
+        },
+    ),
+)
+"""The pack's policies, in the order they are reported."""
+
+POLICY_NAMES = tuple(p.name for p in POLICIES)
