@@ -54,10 +54,8 @@ class Violation:
     reason: str
 
     def __str__(self) -> str:
-        return (
-            f"[{self.enforcement}] {self.policy}: {self.resource_type} '{self.resource_name}': "
-            + (self.reason)
-        )
+        where = f"{self.resource_type} '{self.resource_name}'"
+        return f"[{self.enforcement}] {self.policy}: {where}: {self.reason}"
 
 
 @dataclass(frozen=True)
