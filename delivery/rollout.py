@@ -254,7 +254,7 @@ def rollout(
             original = _Traffic(_all_to(previous), {})
         log.info("%s: deploying %s to slot %s at 0%% traffic", endpoint, spec.model, target)
         workspace.begin_create_or_update_deployment(spec.to_deployment(endpoint, target, base_dir))
-    ready = _wait_ready(workspace, endpoint, target, policy, sleep, clock)
+    ready = _wait_ready(workspace, endpoint, target, fingerprint, policy, sleep, clock)
     try:
         _smoke(workspace, endpoint, target, spec.pattern)
     except SmokeTestError:
@@ -399,6 +399,7 @@ def _wait_ready(
     workspace: WorkspaceClient,
     endpoint: str,
     name: str,
+    fingerprint: str,
     policy: RolloutPolicy,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
@@ -408,7 +409,9 @@ def _wait_ready(
         deployment = workspace.get_deployment(endpoint, name)
         if deployment is None:
             raise RolloutError(f"{endpoint}/{name} disappeared while provisioning")
-        if deployment.provisioning_state == SUCCEEDED:
+        # Succeeded under the old spec means the update has not landed yet: keep waiting.
+        current = deployment.tags.get(TAG_FINGERPRINT) == fingerprint
+        if deployment.provisioning_state == SUCCEEDED and current:
             return deployment
         if deployment.provisioning_state in TERMINAL_FAILURES:
             raise RolloutError(

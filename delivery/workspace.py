@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -164,6 +164,8 @@ class AzureMLWorkspace:
 
     def __init__(self, ml_client: MLClient) -> None:
         self._ml = ml_client
+        # Pollers of create/update calls still running, by (endpoint, deployment).
+        self._pending: dict[tuple[str, str], Any] = {}
 
     @classmethod
     def connect(cls, ref: WorkspaceRef) -> AzureMLWorkspace:
@@ -244,13 +246,19 @@ class AzureMLWorkspace:
 
     def get_deployment(self, endpoint: str, name: str) -> DeploymentState | None:
         try:
-            return _state(self._ml.online_deployments.get(name=name, endpoint_name=endpoint))
+            state = _state(self._ml.online_deployments.get(name=name, endpoint_name=endpoint))
         except ResourceNotFoundError:
             return None
+        poller = self._pending.get((endpoint, name))
+        if poller is not None and not poller.done() and state.provisioning_state == SUCCEEDED:
+            # The service may still report the previous operation's state; trust the poller.
+            return replace(state, provisioning_state="Updating")
+        return state
 
     def begin_create_or_update_deployment(self, deployment: ManagedOnlineDeployment) -> None:
-        # Uploads the code folder, then returns a poller; rollout polls the provisioning state.
-        self._ml.online_deployments.begin_create_or_update(deployment)
+        # Uploads the code folder and sends the PUT; rollout polls the provisioning state.
+        poller = self._ml.online_deployments.begin_create_or_update(deployment)
+        self._pending[(deployment.endpoint_name, deployment.name)] = poller
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
         self._ml.online_deployments.begin_delete(name=name, endpoint_name=endpoint).result()
