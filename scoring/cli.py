@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from scoring.client import ScoringClient, ScoringError, aad_token_provider
+from scoring.report import write_report
 
 
 def format_generation(result: dict[str, Any]) -> str:
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     ana = sub.add_parser("analyze", help="pattern 2: token analysis")
     ana.add_argument("text", nargs="+", help="one or more texts")
     ana.add_argument("--top-k", type=int, default=5)
+    ana.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
     return parser
 
 
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.json
                 else "\n\n".join(map(format_analysis, analyses))
             )
+            if args.html:
+                write_report(args.html, result, source=args.url)
+                print(f"report: {args.html}", file=sys.stderr)
     except ScoringError as error:
         print(f"error: {error}", file=sys.stderr)
         for detail in error.details:
