@@ -1,0 +1,168 @@
+"""GitHub workflows: valid, pinned, least privilege, one update per stack at a time."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / ".github" / "workflows"
+FILES = sorted(WORKFLOWS.glob("*.yml"))
+# `uses: owner/repo@<40 hex> # vX.Y.Z`: the comment says which release the SHA is.
+PINNED = re.compile(r"^\s*-?\s*uses:\s*[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+\s*$")
+WRITE_SCOPES = {"id-token", "pull-requests", "contents"}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    # PyYAML reads the key `on` as True (YAML 1.1); BaseLoader keeps every scalar a string.
+    return yaml.load(path.read_text(), Loader=yaml.BaseLoader)
+
+
+def _jobs() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(p.name, name, job) for p in FILES for name, job in _load(p)["jobs"].items()]
+
+
+JOB_IDS = [f"{file}:{name}" for file, name, _ in _jobs()]
+
+
+def _steps_using(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in job.get("steps", []) if s.get("uses", "").startswith(action + "@")]
+
+
+def test_the_three_pipelines_exist():
+    """Pull request, main (dev) and promotion (prod) workflows are present."""
+    assert [p.name for p in FILES] == ["deploy-dev.yml", "promote-prod.yml", "pull-request.yml"]
+
+
+def test_workflows_pass_the_workflow_schema_linter():
+    """check-jsonschema validates each file against its vendored GitHub workflow schema."""
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows"]
+        + [str(p) for p in FILES],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_commit_sha(path):
+    """Third-party code runs at a reviewed commit, not a movable tag."""
+    uses = [line for line in path.read_text().splitlines() if re.match(r"^\s*-?\s*uses:", line)]
+    assert uses
+    assert [line for line in uses if not PINNED.match(line)] == []
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_workflow_grants_nothing_by_default(path):
+    """Top-level permissions are empty; each job asks for what it needs."""
+    assert _load(path)["permissions"] == {}
+
+
+@pytest.mark.parametrize(("file", "job_name", "job"), _jobs(), ids=JOB_IDS)
+def test_every_job_has_explicit_permissions(file, job_name, job):
+    """No job inherits the repository's default token permissions."""
+    assert isinstance(job.get("permissions"), dict), f"{file}:{job_name}"
+    assert job["permissions"].get("contents") in ("read", "write")
+
+
+@pytest.mark.parametrize(("file", "job_name", "job"), _jobs(), ids=JOB_IDS)
+def test_oidc_token_only_where_azure_is_logged_in(file, job_name, job):
+    """id-token: write exactly in jobs that log in to Azure, with ids from vars, no secrets."""
+    logins = _steps_using(job, "azure/login")
+    assert (job["permissions"].get("id-token") == "write") == bool(logins), f"{file}:{job_name}"
+    for login in logins:
+        assert set(login["with"]) == {"client-id", "tenant-id", "subscription-id"}
+        assert all(v.startswith("${{ vars.") for v in login["with"].values())
+
+
+def test_no_secrets_are_referenced():
+    """Logins are federated (OIDC); workflows read no stored secrets."""
+    for path in FILES:
+        assert "secrets." not in path.read_text(), path.name
+
+
+@pytest.mark.parametrize(("file", "job_name", "job"), _jobs(), ids=JOB_IDS)
+def test_jobs_that_run_pulumi_hold_a_concurrency_group_per_stack(file, job_name, job):
+    """A job running a Pulumi command is in a concurrency group that names its stack."""
+    group = job.get("concurrency", {}).get("group", "")
+    for step in _steps_using(job, "pulumi/actions"):
+        if "command" in step.get("with", {}):
+            stack = step["with"]["stack-name"].rsplit("/", 1)[-1]
+            assert stack in group, f"{file}:{job_name}: group {group!r} for stack {stack}"
+
+
+def test_stack_updates_are_never_cancelled_halfway():
+    """`pulumi up` jobs queue behind one another (cancel-in-progress false)."""
+    ups = [
+        (job["concurrency"]["group"], job["concurrency"]["cancel-in-progress"])
+        for _, _, job in _jobs()
+        if any(s["with"].get("command") == "up" for s in _steps_using(job, "pulumi/actions"))
+    ]
+    assert sorted(ups) == [("pulumi-dev", "false"), ("pulumi-prod", "false")]
+
+
+def test_pull_request_previews_both_stacks_with_policies_and_comments():
+    """PRs preview dev and prod, comment the plan and run the policy pack."""
+    jobs = _load(WORKFLOWS / "pull-request.yml")["jobs"]
+    assert "make test" in str(jobs["test"]) or ".ci/run" in str(jobs["test"])
+    assert jobs["preview"]["strategy"]["matrix"]["stack"] == ["dev", "prod"]
+    (preview,) = _steps_using(jobs["preview"], "pulumi/actions")
+    assert preview["with"]["command"] == "preview"
+    assert preview["with"]["comment-on-pr"] == "true"
+    assert preview["with"]["policyPacks"] == "policy"
+    assert preview["with"]["policyPackConfigs"] == "policy/config.${{ matrix.stack }}.json"
+    assert jobs["preview"]["permissions"] == {
+        "contents": "read",
+        "id-token": "write",
+        "pull-requests": "write",
+    }
+
+
+def test_main_deploys_dev_then_smoke_tests_with_entra_tokens():
+    """Main runs `pulumi up` on dev with the pack, then calls each endpoint with --aad."""
+    workflow = _load(WORKFLOWS / "deploy-dev.yml")
+    assert workflow["on"]["push"]["branches"] == ["main"]
+    job = workflow["jobs"]["deploy"]
+    (up,) = _steps_using(job, "pulumi/actions")
+    assert (up["with"]["command"], up["with"]["policyPackConfigs"]) == (
+        "up",
+        "policy/config.dev.json",
+    )
+    names = [s.get("name", "") for s in job["steps"]]
+    assert names.index("smoke tests of the deployed endpoints") > job["steps"].index(up)
+    assert "scoring.cli --url" in job["steps"][-1]["run"]
+    assert "--aad" in job["steps"][-1]["run"]
+
+
+def test_promotion_is_gated_and_deploys_the_promoted_assets_with_mandatory_policies():
+    """Prod: protected environment, promote by hash (dry run first), then up with the pack."""
+    workflow = _load(WORKFLOWS / "promote-prod.yml")
+    assert set(workflow["on"]) == {"workflow_dispatch", "push"}
+    job = workflow["jobs"]["promote"]
+    assert job["environment"] == "prod"
+    runs = [s.get("run", "") for s in job["steps"]]
+    dry = next(i for i, r in enumerate(runs) if "delivery.promote --from dev --to prod" in r)
+    assert "--dry-run" in runs[dry]
+    assert "--dry-run" not in runs[dry + 1]
+    assert "delivery.promote --from dev --to prod" in runs[dry + 1]
+    up = next(s for s in _steps_using(job, "pulumi/actions") if s["with"].get("command") == "up")
+    assert job["steps"].index(up) > dry + 1
+    assert up["with"]["stack-name"].endswith("/prod")
+    assert up["with"]["policyPacks"] == "policy"
+    assert up["with"]["policyPackConfigs"] == "policy/config.prod.json"
+
+
+def test_workflow_inputs_never_reach_shell_text():
+    """`inputs.*` and `github.event.*` values go through env, not into `run:` scripts."""
+    for _, job_name, job in _jobs():
+        for step in job.get("steps", []):
+            assert not re.search(r"\$\{\{\s*(inputs|github\.event)\.", step.get("run", "")), (
+                job_name
+            )
