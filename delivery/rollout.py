@@ -262,7 +262,8 @@ def rollout(
             workspace.set_traffic(endpoint, _all_to(previous), {})
         raise
 
-    history = _shift(workspace, endpoint, spec.pattern, target, previous, state, policy, sleep)
+    start = original.traffic.get(target, 0)
+    history = _shift(workspace, endpoint, spec.pattern, target, previous, start, policy, sleep)
     if previous is not None and not policy.keep_previous:
         log.info("%s: deleting previous deployment %s", endpoint, previous)
         workspace.delete_deployment(endpoint, previous)
@@ -444,17 +445,16 @@ def _shift(
     pattern: str,
     target: str,
     previous: str | None,
-    state: EndpointState,
+    start: int,
     policy: RolloutPolicy,
     sleep: Callable[[float], None],
 ) -> list[dict[str, int]]:
+    # start: the target's live share when shifting begins (non-zero when a run resumes)
     history: list[dict[str, int]] = []
-    if previous is None:
-        steps = [100]  # nothing to protect: a first deployment takes all traffic at once
-    else:
-        steps = [s for s in policy.traffic_steps if s > state.traffic.get(target, 0)]
+    # With nothing live there is nothing to protect: a first deployment takes all traffic at once.
+    steps = [100] if previous is None else [s for s in policy.traffic_steps if s > start]
     try:
-        if previous is not None and policy.mirror_percent and state.traffic.get(target, 0) == 0:
+        if previous is not None and policy.mirror_percent and start == 0:
             # mirror only to a deployment with no live traffic (service rule)
             workspace.set_traffic(endpoint, _all_to(previous), {target: policy.mirror_percent})
             history.append(_all_to(previous))

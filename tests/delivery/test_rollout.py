@@ -216,6 +216,33 @@ def test_an_interrupted_rollout_resumes_without_a_new_deployment(
     assert fake.traffic(ENDPOINT) == {"green": 100, "blue": 0}
 
 
+def test_a_newer_spec_takes_back_traffic_from_an_abandoned_slot(
+    fake: FakeWorkspace,
+    first_spec: DeploymentSpec,
+    second_spec: DeploymentSpec,
+    fast_policy: RolloutPolicy,
+    tmp_path: Path,
+    code_dir: Path,
+) -> None:
+    """If green holds 10% of an abandoned v2 and v3 arrives, blue gets 100% back, then v3 steps."""
+    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
+    fake.begin_create_or_update_deployment(second_spec.to_deployment(ENDPOINT, "green"))
+    fake.get_deployment(ENDPOINT, "green")
+    fake.get_deployment(ENDPOINT, "green")
+    fake.set_traffic(ENDPOINT, {"blue": 90, "green": 10}, {})
+    third_spec = register_spec(fake, write_tiny_model(tmp_path / "v3", seed=3), code_dir)
+    fake.mutations.clear()
+
+    result = rollout(fake, ENDPOINT, third_spec, fast_policy, sleep=lambda _: None)
+
+    assert result.history == ({"green": 10, "blue": 90}, {"green": 100, "blue": 0})
+    assert fake.mutations[:2] == [
+        ("set_traffic", ENDPOINT, '{"blue": 100}', "{}"),
+        ("create_or_update_deployment", ENDPOINT, "green"),
+    ]
+    assert fake.deployments[(ENDPOINT, "green")].entity.model == third_spec.model
+
+
 def test_mirror_first_copies_traffic_before_shifting(
     fake: FakeWorkspace, first_spec: DeploymentSpec, second_spec: DeploymentSpec
 ) -> None:
