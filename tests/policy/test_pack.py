@@ -1,12 +1,17 @@
-"""The CrossGuard wrapping: one ResourceValidationPolicy per rule, configs valid per stack."""
+"""The CrossGuard pack: one policy per rule, valid stack configs, the real analyzer protocol."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import grpc
 import jsonschema
 import pytest
 import yaml
+from google.protobuf import empty_pb2, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import EnforcementLevel, ResourceValidationArgs
 
 from policy import check, pack, rules
@@ -86,3 +91,75 @@ def test_policy_pack_project_file_runs_python_in_the_project_venv():
     assert project["runtime"]["name"] == "python"
     assert project["runtime"]["options"]["virtualenv"] == "../.venv"
     assert (POLICY_DIR / "__main__.py").exists()
+
+
+@pytest.fixture(scope="module")
+def analyzer(tmp_path_factory):
+    """The pack started the way Pulumi starts it (`python -m pulumi.policy <engine> policy`)."""
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", str(POLICY_DIR)],
+        cwd=tmp_path_factory.mktemp("cwd"),  # not the repository: the pack finds its own imports
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = process.stdout.readline().strip()  # type: ignore[union-attr]
+        assert port.isdigit(), process.stderr.read()  # type: ignore[union-attr]
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        yield analyzer_pb2_grpc.AnalyzerStub(channel)
+        channel.close()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _policy_config(stack: str) -> dict[str, analyzer_pb2.PolicyConfig]:
+    levels = {"advisory": analyzer_pb2.ADVISORY, "mandatory": analyzer_pb2.MANDATORY}
+    result = {}
+    for policy in check.resolve(check.load_config(check.config_path(stack))):
+        properties = struct_pb2.Struct()
+        properties.update(dict(policy.config))
+        result[policy.spec.name] = analyzer_pb2.PolicyConfig(
+            enforcementLevel=levels[policy.enforcement], properties=properties
+        )
+    return result
+
+
+def _analyze(stub, resource_type: str, props: dict) -> dict[str, tuple[int, str]]:
+    properties = struct_pb2.Struct()
+    properties.update(props)
+    request = analyzer_pb2.AnalyzeRequest(
+        type=resource_type, properties=properties, urn=f"urn:pulumi:dev::p::{resource_type}::r"
+    )
+    response = stub.Analyze(request)
+    return {d.policyName: (d.enforcementLevel, d.message) for d in response.diagnostics}
+
+
+def test_analyzer_lists_every_policy_as_mandatory_by_default(analyzer):
+    """Over the analyzer protocol the pack reports its name and seven mandatory policies."""
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == pack.PACK_NAME
+    assert [(p.name, p.enforcementLevel) for p in info.policies] == [
+        (name, analyzer_pb2.MANDATORY) for name in rules.POLICY_NAMES
+    ]
+
+
+def test_analyzer_applies_the_dev_policy_config(analyzer):
+    """With dev's config a public key-auth endpoint is advice; a wrong region still blocks."""
+    analyzer.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig=_policy_config("dev")))
+    found = _analyze(
+        analyzer,
+        rules.ONLINE_ENDPOINT,
+        {
+            "location": "eastus",
+            "properties": {"publicNetworkAccess": "Enabled", "authMode": "Key"},
+            "tags": {k: "dev" for k in rules.REQUIRED_TAGS},
+        },
+    )
+    assert found["no-public-network-access"][0] == analyzer_pb2.ADVISORY
+    assert found["endpoint-aad-token-auth"][0] == analyzer_pb2.ADVISORY
+    level, message = found["allowed-regions"]
+    assert level == analyzer_pb2.MANDATORY
+    assert message.endswith("location is 'eastus'; allowed: " + ", ".join(rules.ALLOWED_REGIONS))
+    assert set(found) == {"no-public-network-access", "endpoint-aad-token-auth", "allowed-regions"}
