@@ -62,6 +62,18 @@ def _project(lm: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def position_stats(
+    logits: torch.Tensor, targets: torch.Tensor, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-prob, rank and top-k of each target, from (c, V) logits, without a sort."""
+    lse = logits.logsumexp(dim=-1, keepdim=True)  # (c, 1)
+    actual = logits.gather(1, targets[:, None])  # (c, 1)
+    # Softmax is monotonic: the rank is one plus the count of logits above the actual one.
+    ranks = (logits > actual).sum(dim=-1) + 1
+    values, indices = logits.topk(top_k, dim=-1)
+    return (actual - lse).squeeze(1), ranks, indices, values - lse
+
+
 def _pad(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(map(len, batch))
     ids = torch.tensor([seq + [pad_id] * (width - len(seq)) for seq in batch])
@@ -89,12 +101,8 @@ def score_tokens(
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
         logits = _project(lm, states[rows])  # (c, V) fp32
-        lse = logits.logsumexp(dim=-1, keepdim=True)  # (c, 1)
-        actual = logits.gather(1, targets[rows, None])  # (c, 1)
-        logprobs[rows] = (actual - lse).squeeze(1).cpu()
-        ranks[rows] = ((logits > actual).sum(dim=-1) + 1).cpu()
-        values, indices = logits.topk(top_k, dim=-1)
-        top_ids[rows], top_lp[rows] = indices.cpu(), (values - lse).cpu()
+        stats = position_stats(logits, targets[rows], top_k)
+        logprobs[rows], ranks[rows], top_ids[rows], top_lp[rows] = (t.cpu() for t in stats)
 
     scores, offset = [], 0
     for seq in batch:
