@@ -7,7 +7,8 @@ cycle); mirror traffic goes to one deployment with no live traffic, at most 50%;
 traffic cannot be deleted; invoke reaches a named deployment whatever its traffic share.
 
 Scoring answers come from a responder per deployment (default: a valid answer for the request's
-pattern); failures of any operation can be injected with `fail_next`.
+pattern); failures of any operation can be injected with `fail_next`. Metric alerts can be fired
+and resolved per rule and deployment (`fire_alert`), which makes the fake an `AlertSource` too.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from azure.ai.ml.entities import Environment, ManagedOnlineDeployment, ManagedOnlineEndpoint, Model
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
+from delivery.alerts import FiredAlert
 from delivery.workspace import (
     CANCELED,
     FAILED,
@@ -95,6 +97,7 @@ class FakeWorkspace:
         self._storage = storage
         self._failures: dict[str, list[Exception]] = {}
         self._pending_outcomes: dict[tuple[str, str], str] = {}
+        self._alerts: dict[tuple[str, str, str | None], FiredAlert] = {}
 
     # -- test controls ---------------------------------------------------------------------------
 
@@ -113,6 +116,14 @@ class FakeWorkspace:
     def fail_provisioning(self, endpoint: str, deployment: str, state: str = FAILED) -> None:
         """Make the next create/update of this deployment end in `state` (Failed or Canceled)."""
         self._pending_outcomes[(endpoint, deployment)] = state
+
+    def fire_alert(self, endpoint: str, rule: str, deployment: str | None = None) -> None:
+        """Put a metric alert rule in the Fired condition (for one deployment, or endpoint-wide)."""
+        self._alerts[(endpoint, rule, deployment)] = FiredAlert(rule, deployment, "Sev2")
+
+    def resolve_alert(self, endpoint: str, rule: str, deployment: str | None = None) -> None:
+        """Resolve a fired alert."""
+        self._alerts.pop((endpoint, rule, deployment), None)
 
     def traffic(self, endpoint: str) -> dict[str, int]:
         """The endpoint's live traffic, as a plain dict."""
@@ -275,6 +286,11 @@ class FakeWorkspace:
         self.invocations.append((endpoint, deployment, request_json))
         responder = self.responders.get((endpoint, deployment), _canned)
         return responder(endpoint, deployment, request_json)
+
+    def fired(self, endpoint: str, rules: Sequence[str]) -> list[FiredAlert]:
+        """AlertSource: the fired alerts of `rules` on `endpoint`."""
+        self._maybe_fail("fired")
+        return [a for (ep, rule, _), a in self._alerts.items() if ep == endpoint and rule in rules]
 
     # -- rules -----------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from delivery.alerts import AlertSource, AzureMonitorAlerts
 from delivery.packaging import list_files, tree_hash
 from delivery.rollout import DeploymentSpec, RolloutPolicy, RolloutResult, retire, rollout
 from delivery.workspace import AzureMLWorkspace, WorkspaceClient, WorkspaceRef
@@ -32,11 +33,17 @@ REPLACE_KEYS = ("subscription_id", "resource_group_name", "workspace_name", "end
 INPUT_KEYS = (*REPLACE_KEYS, "deployment", "policy")
 
 WorkspaceFactory = Callable[[WorkspaceRef], WorkspaceClient]
+AlertsFactory = Callable[[WorkspaceRef], AlertSource]
 
 
 def connect(ref: WorkspaceRef) -> WorkspaceClient:
     """The provider's default: the real workspace over DefaultAzureCredential."""
     return AzureMLWorkspace.connect(ref)
+
+
+def connect_alerts(ref: WorkspaceRef) -> AlertSource:
+    """The provider's default alert source: Azure Monitor over DefaultAzureCredential."""
+    return AzureMonitorAlerts.connect(ref)
 
 
 def code_hash(code_dir: str | Path) -> str:
@@ -53,9 +60,14 @@ def code_hash(code_dir: str | Path) -> str:
 class RolloutProvider(ResourceProvider):
     """CRUD for a blue/green rollout; serialized into the stack state by value (plain fields)."""
 
-    def __init__(self, workspace_factory: WorkspaceFactory = connect) -> None:
+    def __init__(
+        self,
+        workspace_factory: WorkspaceFactory = connect,
+        alerts_factory: AlertsFactory = connect_alerts,
+    ) -> None:
         super().__init__()
         self._workspace_factory = workspace_factory
+        self._alerts_factory = alerts_factory
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = []
@@ -91,11 +103,15 @@ class RolloutProvider(ResourceProvider):
         retire(self._workspace_factory(_ref(props)), props["endpoint_name"])
 
     def _rollout(self, props: Mapping[str, Any]) -> RolloutResult:
+        policy = RolloutPolicy.from_props(props["policy"])
+        ref = _ref(props)
         return rollout(
-            self._workspace_factory(_ref(props)),
+            self._workspace_factory(ref),
             props["endpoint_name"],
             DeploymentSpec.from_props(props["deployment"]),
-            RolloutPolicy.from_props(props["policy"]),
+            policy,
+            # Only a policy that watches alerts needs a monitor client.
+            alerts=self._alerts_factory(ref) if policy.watch_alerts else None,
         )
 
 
@@ -122,6 +138,8 @@ class Rollout(pulumi.dynamic.Resource, module="byom", name="Rollout"):
     """The standby slot kept at 0% for rollback, if any."""
     traffic: pulumi.Output[dict]
     """The endpoint's traffic after the rollout."""
+    gate_report: pulumi.Output[str | None]
+    """The shadow gate's summary from the last rollout that ran one."""
 
     def __init__(
         self,
@@ -153,6 +171,7 @@ def rollout_props(args: RolloutArgs) -> dict[str, Any]:
         "live_deployment_id": None,
         "previous_deployment": None,
         "traffic": None,
+        "gate_report": None,
     }
 
 
@@ -169,6 +188,7 @@ def _outs(props: Mapping[str, Any], result: RolloutResult) -> dict[str, Any]:
         "live_deployment_id": result.deployment_id,
         "previous_deployment": result.previous,
         "traffic": dict(result.traffic),
+        "gate_report": result.gate_report,
     }
 
 
