@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PretrainedConfig
 
 from scoring.model import LoadedModel
 
@@ -97,6 +97,48 @@ def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
+@dataclass
+class PrefixCache:
+    """The KV cache of the last admitted prompt, reused for the prefix new prompts share with it.
+
+    Chat requests start with the same rendered system turn, so most of a prompt's prefill is work
+    already done for the previous request (vLLM and TGI call this prefix caching).
+    """
+
+    ids: list[int] = field(default_factory=list)
+    layers: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (1,H,T,D)
+    min_tokens: int = 8
+
+    def shared_length(self, prompts: list[list[int]]) -> int:
+        """Tokens every prompt shares with the cached one; each keeps at least one to prefill."""
+        limit = min(len(self.ids), *(len(p) - 1 for p in prompts))
+        length = 0
+        while length < limit and all(p[length] == self.ids[length] for p in prompts):
+            length += 1
+        return length if length >= self.min_tokens else 0
+
+    def seed(self, length: int, rows: int, config: PretrainedConfig) -> DynamicCache:
+        """A cache holding the first ``length`` cached positions for each of ``rows`` rows."""
+        if not length:
+            return DynamicCache(config=config)
+        data = [
+            (
+                k[:, :, :length].expand(rows, -1, -1, -1).contiguous(),
+                v[:, :, :length].expand(rows, -1, -1, -1).contiguous(),
+            )
+            for k, v in self.layers
+        ]
+        return DynamicCache(data, config=config)
+
+    def remember(self, ids: list[int], cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Keep row 0's prompt: its unmasked cache columns, in order."""
+        keep = mask.bool()  # (T,)
+        self.ids = list(ids)
+        self.layers = [
+            (layer.keys[:1, :, keep], layer.values[:1, :, keep]) for layer in cache.layers
+        ]
+
+
 class DecodeBatch:
     """The running batch: rows, their KV cache, attention mask and next positions."""
 
@@ -106,6 +148,7 @@ class DecodeBatch:
         self.cache: DynamicCache | None = None
         self.mask = torch.zeros((0, 0), dtype=torch.long, device=lm.device)  # (B, T)
         self.next_tokens = torch.zeros((0,), dtype=torch.long, device=lm.device)  # (B,)
+        self.prefix = PrefixCache()
         eos = lm.model.generation_config.eos_token_id
         eos = eos if eos is not None else lm.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
@@ -117,21 +160,25 @@ class DecodeBatch:
     def admit(self, new_rows: list[Row]) -> list[Row]:
         """Prefill new rows, sample their first token, join them to the batch; return finished."""
         pad = self.lm.tokenizer.pad_token_id
-        width = max(len(r.prompt_ids) for r in new_rows)
-        ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in new_rows])
+        shared = self.prefix.shared_length([r.prompt_ids for r in new_rows])
+        suffixes = [r.prompt_ids[shared:] for r in new_rows]
+        width = max(map(len, suffixes))
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=self.lm.device)
+        # Row layout: [shared prefix][left padding][own suffix]; masked pads may sit mid-row.
         mask = torch.tensor(
-            [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in new_rows]
+            [[1] * shared + [0] * (width - len(s)) + [1] * len(s) for s in suffixes],
+            device=self.lm.device,
         )
-        ids, mask = ids.to(self.lm.device), mask.to(self.lm.device)
-        cache = DynamicCache(config=self.lm.model.config)
+        cache = self.prefix.seed(shared, len(new_rows), self.lm.model.config)
         out = self.lm.model(
             input_ids=ids,
             attention_mask=mask,
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, shared:],
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         )
+        self.prefix.remember(new_rows[0].prompt_ids, cache, mask[0])
         tokens = sample_next(out.logits[:, -1, :].float().cpu(), new_rows)
         self._merge(new_rows, cache, mask)
         self.next_tokens = torch.cat([self.next_tokens, tokens.to(self.lm.device)])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scoring.batching import plain_generate
-from scoring.generation import DecodeBatch, Row, SamplingParams, generate
+from scoring.generation import DecodeBatch, PrefixCache, Row, SamplingParams, generate
 from scoring.model import LoadedModel
 
 QUESTIONS = [
@@ -93,3 +93,26 @@ def test_plain_generate_baseline_matches_the_batch_loop(demo_lm: LoadedModel) ->
     prompt = chat_ids(demo_lm, QUESTIONS[1])
     for params in [SamplingParams(max_new_tokens=12), SamplingParams(40, stop=("\n",))]:
         assert plain_generate(demo_lm, prompt, params) == generate(demo_lm, [prompt], [params])[0]
+
+
+def test_prefix_cache_reuses_the_shared_start_and_leaves_one_token() -> None:
+    cache = PrefixCache(ids=list(range(20)), min_tokens=8)
+    assert cache.shared_length([[*range(12), 99], [*range(15), 7]]) == 12
+    assert cache.shared_length([list(range(10))]) == 9  # the last token is always prefilled
+    assert cache.shared_length([[*range(5), 99]]) == 0  # too short to be worth it
+    assert PrefixCache().shared_length([[1, 2, 3]]) == 0
+
+
+@pytest.mark.slow
+def test_prompts_sharing_the_chat_preamble_hit_the_prefix_cache(demo_lm: LoadedModel) -> None:
+    prompts = [chat_ids(demo_lm, q) for q in QUESTIONS]
+    params = SamplingParams(max_new_tokens=10)
+    fresh = [generate(demo_lm, [p], [params])[0].text for p in prompts]
+    batch = DecodeBatch(demo_lm)
+    rows = [Row(p, params) for p in prompts]
+    batch.admit(rows[:1])
+    assert batch.prefix.shared_length([r.prompt_ids for r in rows[1:]]) > 20  # system turn
+    batch.admit(rows[1:])
+    while len(batch):
+        batch.step()
+    assert [r.result().text for r in rows] == fresh
