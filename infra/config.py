@@ -17,6 +17,7 @@ from typing import Any
 
 import pulumi
 
+from infra import sizing
 from infra.naming import Kind, Namer, unique_suffix
 
 PROJECT = "azureml-byom"
@@ -49,6 +50,9 @@ AUTOSCALE_METRICS = (
     "GpuUtilizationPercentage",
     "GpuMemoryUtilizationPercentage",
 )
+# Azure ML data collector rolling rates, and metric alert windows Azure accepts (minutes).
+ROLLING_RATES = ("Minute", "Hour", "Day")
+ALERT_WINDOWS = (1, 5, 15, 30, 60)
 # Namespace of the keys the delivery CLI writes (`byom:model`, `byom:environment`).
 DELIVERY_NAMESPACE = "byom"
 
@@ -57,6 +61,8 @@ _CRON = re.compile(r"^(\S+\s+){4}\S+$")
 _FQDN = re.compile(r"^(\*\.)?([a-z0-9-]+\.)+[a-z]{2,}$")
 _WORKLOAD = re.compile(r"^[a-z][a-z0-9]{1,7}$")
 _SUFFIX = re.compile(r"^[a-z0-9]{4,8}$")
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.IGNORECASE)
 _REQUIRED = object()
 
 
@@ -173,6 +179,22 @@ class ProbeSettings:
 
 
 @dataclass(frozen=True)
+class OffHoursSettings:
+    """A smaller instance range outside working hours (nights, and weekends if set)."""
+
+    min_instances: int
+    max_instances: int
+    time_zone: str
+    """Windows time zone name, as Azure Monitor autoscale takes it (`W. Europe Standard Time`)."""
+    workday_start: str
+    """`HH:MM` when the working-hours range starts."""
+    workday_end: str
+    """`HH:MM` when the off-hours range starts."""
+    weekends: bool
+    """Off-hours all Saturday and Sunday too."""
+
+
+@dataclass(frozen=True)
 class AutoscaleSettings:
     """Azure Monitor autoscale for a deployment: instance range and metric thresholds."""
 
@@ -182,6 +204,7 @@ class AutoscaleSettings:
     scale_out_above: int
     scale_in_below: int
     cooldown_minutes: int
+    off_hours: OffHoursSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +220,29 @@ class DeploymentSettings:
     readiness_probe: ProbeSettings
     environment_variables: Mapping[str, str]
     autoscale: AutoscaleSettings | None
+    max_new_tokens: int | None = None
+    """The deployment's cap on generated tokens (SCORING_MAX_NEW_TOKENS); None: the package's."""
+
+    @property
+    def min_instances(self) -> int:
+        """The floor of running instances: autoscale's minimum, else the fixed count."""
+        return self.autoscale.min_instances if self.autoscale else self.instance_count
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The shadow stage's token-level comparison (see delivery.gate.GatePolicy)."""
+
+    enabled: bool
+    probe_texts: tuple[str, ...]
+    """Empty: the built-in probe set."""
+    max_mean_logprob_drop: float
+    max_perplexity_ratio: float
+    max_bucket_shift: float
+    max_latency_ratio: float
+    latency_slack_ms: int
+    max_error_rate: float
+    min_scored_tokens: int
 
 
 @dataclass(frozen=True)
@@ -206,7 +252,9 @@ class RolloutSettings:
     traffic_steps: tuple[int, ...]
     mirror_percent: int
     step_wait_s: int
+    """Bake period of each intermediate step (and of the mirror phase), watching alerts."""
     keep_previous: bool
+    gate: GateSettings
 
 
 @dataclass(frozen=True)
@@ -231,6 +279,42 @@ class EndpointsSettings:
     rollout: RolloutSettings
     assets: AssetSettings | None
     """None until a model and environment are registered: endpoints without deployments."""
+    model_size_gb: float | None = None
+    """Weights to load; drives probe delays and the worker timeout (infra.sizing)."""
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Metric alerts per deployment pattern, split by slot (`deployment` dimension)."""
+
+    enabled: bool
+    server_errors_per_minute: int
+    throttled_per_minute: int
+    latency_p95_ms: int | None
+    """None: 80% of each deployment's request timeout."""
+    window_minutes: int
+    severity: int
+
+
+@dataclass(frozen=True)
+class DataCollectionSettings:
+    """Request/response capture with Azure ML's data collector, redacted by the scoring package."""
+
+    enabled: bool
+    sampling_rate: float
+    rolling_rate: str
+    redact_fields: tuple[str, ...]
+    """JSON field names whose values are replaced before capture (on top of pattern redaction)."""
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """Action group, alerts and data collection for the endpoints."""
+
+    action_group_short_name: str
+    emails: tuple[str, ...]
+    alerts: AlertSettings
+    data_collection: DataCollectionSettings
 
 
 @dataclass(frozen=True)
@@ -247,6 +331,7 @@ class StackSettings:
     identity: IdentitySettings
     compute: ComputeSettings
     endpoints: EndpointsSettings | None = None
+    monitoring: MonitoringSettings | None = None
 
     @property
     def public_network_access(self) -> str:
@@ -308,6 +393,14 @@ class _Section:
         if not isinstance(value, bool):
             raise ConfigError(self.path(name), value, "true, false")
         return value
+
+    def number(self, name: str, default: float, lo: float, hi: float) -> float:
+        value = self._get(name, default)
+        if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value):
+            value = float(value)  # values set with `pulumi config set` arrive as strings
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise ConfigError(self.path(name), value, f"a number from {lo:g} to {hi:g}")
+        return float(value)
 
     def integer(self, name: str, default: int, lo: int, hi: int) -> int:
         value = self._get(name, default)
@@ -508,12 +601,20 @@ def _autoscale(section: _Section | None) -> AutoscaleSettings | None:
         scale_in_below=section.integer("scaleInBelow", 25, 0, 99),
         # GPU instances take minutes to provision; a short cooldown would overshoot.
         cooldown_minutes=section.integer("cooldownMinutes", 15, 1, 1440),
+        off_hours=_off_hours(section.section("offHours")),
     )
     if autoscale.max_instances < autoscale.min_instances:
         raise ConfigError(
             section.path("maxInstances"),
             autoscale.max_instances,
             f"at least minInstances ({autoscale.min_instances})",
+        )
+    off = autoscale.off_hours
+    if off is not None and off.max_instances > autoscale.max_instances:
+        raise ConfigError(
+            section.path("offHours.maxInstances"),
+            off.max_instances,
+            f"at most maxInstances ({autoscale.max_instances}): off-hours only scale down",
         )
     if autoscale.scale_in_below >= autoscale.scale_out_above:
         raise ConfigError(
@@ -525,7 +626,64 @@ def _autoscale(section: _Section | None) -> AutoscaleSettings | None:
     return autoscale
 
 
-def _deployment(pattern: str, section: _Section) -> DeploymentSettings:
+def _off_hours(section: _Section | None) -> OffHoursSettings | None:
+    if section is None or not section.flag("enabled", True):
+        return None
+    hhmm = {"pattern": _HHMM, "describe": "a 24-hour time such as '07:00'"}
+    off = OffHoursSettings(
+        # Managed online deployments cannot scale to zero.
+        min_instances=section.integer("minInstances", 1, 1, 20),
+        max_instances=section.integer("maxInstances", 1, 1, 20),
+        time_zone=section.text("timeZone", "UTC"),
+        workday_start=section.text("workdayStart", "07:00", **hhmm),
+        workday_end=section.text("workdayEnd", "19:00", **hhmm),
+        weekends=section.flag("weekends", True),
+    )
+    if off.workday_end <= off.workday_start:
+        raise ConfigError(
+            section.path("workdayEnd"),
+            off.workday_end,
+            f"later than workdayStart {off.workday_start}",
+        )
+    if off.max_instances < off.min_instances:
+        raise ConfigError(
+            section.path("maxInstances"),
+            off.max_instances,
+            f"at least minInstances ({off.min_instances})",
+        )
+    section.done()
+    return off
+
+
+def _derived_limits(
+    section: _Section, model_size_gb: float | None
+) -> tuple[int, int | None, dict[str, str]]:
+    """Request timeout, max new tokens and server env vars from the model size and token budget."""
+    max_new = section.integer("maxNewTokens", 0, 0, 32768) or None
+    rate = section.integer("minTokensPerSecond", 0, 0, 10000) or None
+    derived_timeout = 90_000
+    if max_new and rate:
+        derived_timeout = sizing.request_timeout_ms(max_new, rate)
+        if derived_timeout > sizing.MAX_REQUEST_TIMEOUT_MS:
+            raise ConfigError(
+                section.path("maxNewTokens"),
+                max_new,
+                f"at most {(sizing.MAX_REQUEST_TIMEOUT_MS // 1000 - 10) * rate} at "
+                f"minTokensPerSecond {rate} (the endpoint cuts requests at 180 s)",
+            )
+    # The managed endpoint maximum is 180 s.
+    timeout = section.integer("requestTimeoutMs", derived_timeout, 1_000, 180_000)
+    env = {"SCORING_REQUEST_TIMEOUT_S": f"{sizing.scoring_deadline_s(timeout):g}"}
+    if max_new:
+        env["SCORING_MAX_NEW_TOKENS"] = str(max_new)
+    if model_size_gb is not None:
+        env["WORKER_TIMEOUT"] = str(sizing.startup_budget(model_size_gb).worker_timeout_s)
+    return timeout, max_new, env
+
+
+def _deployment(
+    pattern: str, section: _Section, model_size_gb: float | None = None
+) -> DeploymentSettings:
     env = section.section("environmentVariables")
     variables = dict(env.raw) if env is not None else {}
     for key, value in variables.items():
@@ -535,6 +693,11 @@ def _deployment(pattern: str, section: _Section) -> DeploymentSettings:
                 value,
                 "string values; SCORING_PATTERNS is set from the pattern name",
             )
+    timeout, max_new, derived_env = _derived_limits(section, model_size_gb)
+    # LLM containers load weights before answering; probes must wait for that.
+    delay = (
+        600 if model_size_gb is None else sizing.startup_budget(model_size_gb).probe_initial_delay_s
+    )
     deployment = DeploymentSettings(
         pattern=pattern,
         instance_type=section.text("instanceType"),
@@ -542,17 +705,17 @@ def _deployment(pattern: str, section: _Section) -> DeploymentSettings:
         max_concurrent_requests_per_instance=section.integer(
             "maxConcurrentRequestsPerInstance", 1, 1, 1000
         ),
-        # The managed endpoint maximum is 180 s.
-        request_timeout_ms=section.integer("requestTimeoutMs", 90_000, 1_000, 180_000),
-        # LLM containers load weights before answering; probes must wait for that.
+        request_timeout_ms=timeout,
         liveness_probe=_probe(
-            section.section("livenessProbe"), section.path("livenessProbe"), 600, 30
+            section.section("livenessProbe"), section.path("livenessProbe"), delay, 30
         ),
         readiness_probe=_probe(
-            section.section("readinessProbe"), section.path("readinessProbe"), 600, 3
+            section.section("readinessProbe"), section.path("readinessProbe"), delay, 3
         ),
-        environment_variables=variables,
+        # Explicit variables win over the derived ones.
+        environment_variables={**derived_env, **variables},
         autoscale=_autoscale(section.section("autoscale")),
+        max_new_tokens=max_new,
     )
     scale = deployment.autoscale
     if scale and not scale.min_instances <= deployment.instance_count <= scale.max_instances:
@@ -584,9 +747,29 @@ def _rollout(section: _Section | None, path: str) -> RolloutSettings:
         mirror_percent=rollout.integer("mirrorPercent", 0, 0, 50),
         step_wait_s=rollout.integer("stepWaitSeconds", 300, 0, 86400),
         keep_previous=rollout.flag("keepPrevious", True),
+        gate=_gate(rollout.section("gate") or _Section(rollout.path("gate"), {})),
     )
     rollout.done()
     return settings
+
+
+def _gate(section: _Section) -> GateSettings:
+    texts = section.items("probeTexts")
+    if not all(isinstance(t, str) and t.strip() for t in texts):
+        raise ConfigError(section.path("probeTexts"), texts, "a list of non-empty strings")
+    gate = GateSettings(
+        enabled=section.flag("enabled", True),
+        probe_texts=tuple(texts),
+        max_mean_logprob_drop=section.number("maxMeanLogprobDrop", 0.10, 0.0, 10.0),
+        max_perplexity_ratio=section.number("maxPerplexityRatio", 1.25, 1.0, 100.0),
+        max_bucket_shift=section.number("maxBucketShift", 0.10, 0.0, 1.0),
+        max_latency_ratio=section.number("maxLatencyRatio", 1.5, 1.0, 100.0),
+        latency_slack_ms=section.integer("latencySlackMs", 50, 0, 60_000),
+        max_error_rate=section.number("maxErrorRate", 0.0, 0.0, 1.0),
+        min_scored_tokens=section.integer("minScoredTokens", 50, 1, 1_000_000),
+    )
+    section.done()
+    return gate
 
 
 def _assets(model: Any, environment: Any) -> AssetSettings | None:
@@ -639,8 +822,10 @@ def _endpoints(
                 deployments.raw[pattern],
                 "deployments keyed by pattern: " + ", ".join(PATTERNS),
             )
+    size = section.number("modelSizeGb", 0.0, 0.0, 2000.0) or None
     parsed = tuple(
-        _deployment(p, _Section(deployments.path(p), deployments.raw[p])) for p in deployments.raw
+        _deployment(p, _Section(deployments.path(p), deployments.raw[p]), size)
+        for p in deployments.raw
     )
     if not parsed:
         raise ConfigError(section.path("deployments"), {}, "at least one of " + ", ".join(PATTERNS))
@@ -655,9 +840,63 @@ def _endpoints(
         deployments=parsed,
         rollout=_rollout(section.section("rollout"), section.path("rollout")),
         assets=_assets(delivery.get("model"), delivery.get("environment")),
+        model_size_gb=size,
     )
     section.done()
     return endpoints
+
+
+def _monitoring(root: _Section, tags: TagSettings) -> MonitoringSettings:
+    section = root.section("monitoring") or _Section(root.path("monitoring"), {})
+    group = section.section("actionGroup") or _Section(section.path("actionGroup"), {})
+    # Default receiver: the owner tag, when it is a mailbox.
+    emails = group.items("emails") or ([tags.owner] if _EMAIL.match(tags.owner) else [])
+    for email in emails:
+        if not isinstance(email, str) or not _EMAIL.match(email):
+            raise ConfigError(group.path("emails"), email, "e-mail addresses")
+    short_name = group.text("shortName", "byom-ops")
+    if len(short_name) > 12:
+        raise ConfigError(group.path("shortName"), short_name, "at most 12 characters")
+    group.done()
+
+    alerts = section.section("alerts") or _Section(section.path("alerts"), {})
+    alert_settings = AlertSettings(
+        enabled=alerts.flag("enabled", True),
+        server_errors_per_minute=alerts.integer("serverErrorsPerMinute", 1, 1, 100_000),
+        throttled_per_minute=alerts.integer("throttledPerMinute", 10, 1, 100_000),
+        latency_p95_ms=alerts.integer("latencyP95Ms", 0, 0, 180_000) or None,
+        window_minutes=alerts.integer("windowMinutes", 5, 1, 60),
+        severity=alerts.integer("severity", 2, 0, 4),
+    )
+    if alert_settings.window_minutes not in ALERT_WINDOWS:
+        raise ConfigError(
+            alerts.path("windowMinutes"),
+            alert_settings.window_minutes,
+            ", ".join(map(str, ALERT_WINDOWS)),
+        )
+    alerts.done()
+
+    capture = section.section("dataCollection") or _Section(section.path("dataCollection"), {})
+    fields = capture.items("redactFields")
+    if not all(isinstance(f, str) and f for f in fields):
+        raise ConfigError(capture.path("redactFields"), fields, "a list of JSON field names")
+    data_collection = DataCollectionSettings(
+        # Off by default where the data is confidential: capture is then an explicit choice.
+        enabled=capture.flag(
+            "enabled", tags.data_classification not in PRIVATE_ONLY_CLASSIFICATIONS
+        ),
+        sampling_rate=capture.number("samplingRate", 0.1, 0.001, 1.0),
+        rolling_rate=capture.text("rollingRate", "Hour", choices=ROLLING_RATES),
+        redact_fields=tuple(fields),
+    )
+    capture.done()
+    section.done()
+    return MonitoringSettings(
+        action_group_short_name=short_name,
+        emails=tuple(emails),
+        alerts=alert_settings,
+        data_collection=data_collection,
+    )
 
 
 def parse_settings(
@@ -702,6 +941,7 @@ def parse_settings(
         identity=_identity(root),
         compute=_compute(root),
         endpoints=_endpoints(root, network.private, delivery or {}),
+        monitoring=_monitoring(root, tags),
     )
     root.done()
     # Fail here, not halfway through a deployment, when a name cannot be built.
@@ -711,7 +951,7 @@ def parse_settings(
     return settings
 
 
-_OBJECT_KEYS = ("tags", "network", "workspace", "identity", "compute", "endpoints")
+_OBJECT_KEYS = ("tags", "network", "workspace", "identity", "compute", "endpoints", "monitoring")
 _DELIVERY_KEYS = ("model", "environment")
 _STRING_KEYS = ("location", "workload", "uniqueSuffix")
 

@@ -3,7 +3,9 @@
 The endpoint/deployment traffic cycle (an endpoint's traffic may only name deployments that
 exist) is broken by ownership: Pulumi declares the endpoint without traffic and ignores the
 traffic the service reports; `delivery.pulumi_rollout.Rollout` creates the deployment slot,
-smoke-tests it and moves traffic to it; the autoscale setting follows the live slot.
+smoke-tests it, compares it with the live slot on probe texts (the shadow gate), and moves
+traffic to it in baked steps while watching the pattern's alert rules (`infra.monitoring`); the
+autoscale setting follows the live slot, with an off-hours profile when configured.
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ from infra.config import (
     AutoscaleSettings,
     DeploymentSettings,
     EndpointsSettings,
+    MonitoringSettings,
+    OffHoursSettings,
     PrincipalSettings,
     ProbeSettings,
 )
+from infra.monitoring import ROLLOUT_SIGNALS, alert_rule_name
 from infra.naming import Kind, Namer
+
+WORK_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+ALL_DAYS = (*WORK_DAYS, "Saturday", "Sunday")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class EndpointsArgs:
     invoker_role_definition_id: pulumi.Input[str]
     invokers: Sequence[PrincipalSettings]
     settings: EndpointsSettings
+    monitoring: MonitoringSettings | None = None
+    """Data collection for the deployments and the alert rules rollouts watch."""
 
 
 class Endpoints(pulumi.ComponentResource):
@@ -52,6 +62,8 @@ class Endpoints(pulumi.ComponentResource):
 
     endpoints: dict[str, dict[str, pulumi.Output[Any]]]
     """Per pattern: endpoint `name`, `id`, `scoringUri`, and `liveDeployment` once rolled out."""
+    live_deployment_ids: dict[str, pulumi.Output[str]]
+    """Per pattern with a rollout: ARM id of the live slot (autoscale and instance alerts)."""
 
     def __init__(self, name: str, args: EndpointsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("byom:endpoints:Endpoints", name, None, opts)
@@ -59,6 +71,7 @@ class Endpoints(pulumi.ComponentResource):
         s = args.settings
         tags = dict(args.tags)
         self.endpoints = {}
+        self.live_deployment_ids = {}
 
         for deployment in s.deployments:
             pattern = deployment.pattern
@@ -111,6 +124,7 @@ class Endpoints(pulumi.ComponentResource):
             if s.assets is not None:
                 rollout = self._rollout(name, args, deployment, endpoint)
                 outputs["liveDeployment"] = rollout.live_deployment
+                self.live_deployment_ids[pattern] = rollout.live_deployment_id
                 if deployment.autoscale is not None:
                     self._autoscale(name, args, deployment, deployment.autoscale, rollout)
             self.endpoints[pattern] = outputs
@@ -126,8 +140,9 @@ class Endpoints(pulumi.ComponentResource):
     ) -> pulumi.Resource:
         # Imported here: azure-ai-ml takes seconds to import, and stacks without registered
         # assets (the very first `pulumi up`) do not need it.
+        from delivery.gate import GatePolicy
         from delivery.pulumi_rollout import Rollout, RolloutArgs
-        from delivery.rollout import DeploymentSpec, ProbeSpec, RolloutPolicy
+        from delivery.rollout import DataCollectionSpec, DeploymentSpec, ProbeSpec, RolloutPolicy
 
         def probe(p: ProbeSettings) -> ProbeSpec:
             return ProbeSpec(
@@ -140,6 +155,28 @@ class Endpoints(pulumi.ComponentResource):
 
         s = args.settings
         assert s.assets is not None
+        gate = s.rollout.gate
+        patterns = deployment.pattern
+        if gate.enabled and deployment.pattern != "analyze":
+            # The gate compares slots with token analysis; the same model copy answers it.
+            patterns = f"{deployment.pattern},analyze"
+        env = {**deployment.environment_variables, "SCORING_PATTERNS": patterns}
+        capture = DataCollectionSpec()
+        watch: tuple[str, ...] = ()
+        if args.monitoring is not None:
+            m = args.monitoring
+            if m.data_collection.enabled:
+                dc = m.data_collection
+                capture = DataCollectionSpec(True, dc.sampling_rate, dc.rolling_rate)
+                env["SCORING_CAPTURE"] = "true"
+                env["SCORING_CAPTURE_SAMPLE_RATE"] = f"{dc.sampling_rate:g}"
+                if dc.redact_fields:
+                    env["SCORING_REDACT_FIELDS"] = ",".join(dc.redact_fields)
+            if m.alerts.enabled:
+                watch = tuple(
+                    alert_rule_name(args.namer, deployment.pattern, signal)
+                    for signal in ROLLOUT_SIGNALS
+                )
         spec = DeploymentSpec(
             pattern=deployment.pattern,
             model=s.assets.model_asset_id,
@@ -152,13 +189,11 @@ class Endpoints(pulumi.ComponentResource):
             request_timeout_ms=deployment.request_timeout_ms,
             liveness_probe=probe(deployment.liveness_probe),
             readiness_probe=probe(deployment.readiness_probe),
-            environment_variables={
-                **deployment.environment_variables,
-                "SCORING_PATTERNS": deployment.pattern,
-            },
+            environment_variables=env,
             # Create-only in Azure; a change makes the rollout build a new slot.
             egress_public_network_access=s.egress_public_network_access,
             app_insights_enabled=True,
+            data_collection=capture,
         )
         policy = RolloutPolicy(
             traffic_steps=s.rollout.traffic_steps,
@@ -167,6 +202,18 @@ class Endpoints(pulumi.ComponentResource):
             keep_previous=s.rollout.keep_previous,
             # With autoscale on, the rollout never sets a live deployment's instance count.
             autoscale=deployment.autoscale is not None,
+            gate=GatePolicy(
+                enabled=gate.enabled,
+                **({"probe_texts": gate.probe_texts} if gate.probe_texts else {}),
+                max_mean_logprob_drop=gate.max_mean_logprob_drop,
+                max_perplexity_ratio=gate.max_perplexity_ratio,
+                max_bucket_shift=gate.max_bucket_shift,
+                max_latency_ratio=gate.max_latency_ratio,
+                latency_slack_ms=float(gate.latency_slack_ms),
+                max_error_rate=gate.max_error_rate,
+                min_scored_tokens=gate.min_scored_tokens,
+            ),
+            watch_alerts=watch,
         )
         return Rollout(
             f"{name}-{deployment.pattern}-rollout",
@@ -211,6 +258,26 @@ class Endpoints(pulumi.ComponentResource):
                 ),
             )
 
+        rules = [
+            rule("Increase", "GreaterThan", scale.scale_out_above, scale.cooldown_minutes),
+            # Scale in more slowly than out: GPU capacity is slow to get back.
+            rule("Decrease", "LessThan", scale.scale_in_below, 2 * scale.cooldown_minutes),
+        ]
+        working = (scale.min_instances, scale.max_instances, deployment.instance_count)
+        profiles = [_profile("default", *working, rules)]
+        if scale.off_hours is not None:
+            off = scale.off_hours
+            profiles += [
+                _profile("working-hours", *working, rules, _recurrence(off, off.workday_start)),
+                _profile(
+                    "off-hours",
+                    off.min_instances,
+                    off.max_instances,
+                    off.min_instances,
+                    rules,
+                    _recurrence(off, off.workday_end),
+                ),
+            ]
         return monitor.AutoscaleSetting(
             f"{name}-{deployment.pattern}-autoscale",
             autoscale_setting_name=args.namer.name(Kind.AUTOSCALE_SETTING, deployment.pattern),
@@ -219,25 +286,40 @@ class Endpoints(pulumi.ComponentResource):
             # Follows the live slot: after a blue/green switch the setting moves with it.
             target_resource_uri=target,
             enabled=True,
-            profiles=[
-                monitor.AutoscaleProfileArgs(
-                    name="default",
-                    capacity=monitor.ScaleCapacityArgs(
-                        minimum=str(scale.min_instances),
-                        maximum=str(scale.max_instances),
-                        default=str(deployment.instance_count),
-                    ),
-                    rules=[
-                        rule(
-                            "Increase", "GreaterThan", scale.scale_out_above, scale.cooldown_minutes
-                        ),
-                        # Scale in more slowly than out: GPU capacity is slow to get back.
-                        rule(
-                            "Decrease", "LessThan", scale.scale_in_below, 2 * scale.cooldown_minutes
-                        ),
-                    ],
-                )
-            ],
+            profiles=profiles,
             tags=dict(args.tags),
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+
+def _profile(
+    name: str,
+    minimum: int,
+    maximum: int,
+    default: int,
+    rules: list[Any],
+    recurrence: monitor.RecurrenceArgs | None = None,
+) -> monitor.AutoscaleProfileArgs:
+    return monitor.AutoscaleProfileArgs(
+        name=name,
+        capacity=monitor.ScaleCapacityArgs(
+            minimum=str(minimum), maximum=str(maximum), default=str(default)
+        ),
+        rules=rules,
+        recurrence=recurrence,
+    )
+
+
+def _recurrence(off: OffHoursSettings, start: str) -> monitor.RecurrenceArgs:
+    # A recurring profile runs from its start until the next profile starts: with weekends off,
+    # the off-hours profile that starts Friday evening lasts until Monday morning.
+    hour, minute = (int(x) for x in start.split(":"))
+    return monitor.RecurrenceArgs(
+        frequency="Week",
+        schedule=monitor.RecurrentScheduleArgs(
+            time_zone=off.time_zone,
+            days=list(WORK_DAYS if off.weekends else ALL_DAYS),
+            hours=[hour],
+            minutes=[minute],
+        ),
+    )

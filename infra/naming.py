@@ -55,6 +55,8 @@ class Kind(Enum):
     ONLINE_ENDPOINT = NameRule("ep", 32, 3, lowercase=True, starts_with_letter=True)
     ONLINE_DEPLOYMENT = NameRule("", 32, 3, lowercase=True, starts_with_letter=True)
     AUTOSCALE_SETTING = NameRule("as", 260)
+    ACTION_GROUP = NameRule("ag", 260)
+    METRIC_ALERT = NameRule("alert", 260)
 
 
 class InvalidNameError(ValueError):

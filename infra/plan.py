@@ -90,6 +90,8 @@ _NAME_KEYS = {
     "azure-native:authorization:RoleDefinition": "roleDefinitionId",
     "azure-native:monitor:DiagnosticSetting": "name",
     "azure-native:monitor:AutoscaleSetting": "autoscaleSettingName",
+    "azure-native:monitor:ActionGroup": "actionGroupName",
+    "azure-native:monitor:MetricAlert": "ruleName",
 }
 
 # ARM path of each type below its resource group (or below the resource named in `parent`).
@@ -124,6 +126,8 @@ _ARM_PATHS = {
         "Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
     ),
     "azure-native:monitor:AutoscaleSetting": "Microsoft.Insights/autoscalesettings/{name}",
+    "azure-native:monitor:ActionGroup": "Microsoft.Insights/actionGroups/{name}",
+    "azure-native:monitor:MetricAlert": "Microsoft.Insights/metricAlerts/{name}",
 }
 # Extension resources hang below the resource in `scope` / `resourceUri`.
 _EXTENSION_PATHS = {
@@ -370,6 +374,15 @@ KEY_PROPS: dict[str, tuple[str, ...]] = {
         "profiles.0.capacity.minimum",
         "profiles.0.capacity.maximum",
         "profiles.0.rules.0.metricTrigger.metricName",
+        "profiles.2.name",
+        "profiles.2.capacity.maximum",
+        "profiles.2.recurrence.schedule.hours",
+    ),
+    "azure-native:monitor:ActionGroup": ("groupShortName", "emailReceivers.0.emailAddress"),
+    "azure-native:monitor:MetricAlert": (
+        "criteria.allOf.0.metricName",
+        "criteria.allOf.0.threshold",
+        "windowSize",
     ),
     "pulumi-python:dynamic/byom:Rollout": (
         "deployment.pattern",
@@ -377,7 +390,10 @@ KEY_PROPS: dict[str, tuple[str, ...]] = {
         "deployment.instance_count",
         "deployment.model",
         "deployment.egress_public_network_access",
+        "deployment.data_collection.enabled",
+        "deployment.data_collection.sampling_rate",
         "policy.traffic_steps",
+        "policy.gate.enabled",
     ),
     "azure-native:network:VirtualNetwork": ("addressSpace.addressPrefixes",),
     "azure-native:network:Subnet": ("addressPrefix",),

@@ -11,6 +11,7 @@ from infra.compute import Compute, ComputeArgs
 from infra.config import load_settings
 from infra.endpoints import Endpoints, EndpointsArgs
 from infra.identity import Identity, IdentityArgs
+from infra.monitoring import AlertTarget, Monitoring, MonitoringArgs
 from infra.naming import Kind
 from infra.network import Network, NetworkArgs, platform_targets
 from infra.workspace import Workspace, WorkspaceArgs
@@ -121,6 +122,28 @@ def main() -> dict[str, Any]:
                 invoker_role_definition_id=identity.invoker_role_definition_id,
                 invokers=settings.identity.invokers,
                 settings=settings.endpoints,
+                monitoring=settings.monitoring,
+            ),
+        )
+
+    monitoring = None
+    if endpoints is not None and settings.endpoints and settings.monitoring:
+        monitoring = Monitoring(
+            "monitoring",
+            MonitoringArgs(
+                namer=n,
+                resource_group_name=workspace.resource_group_name,
+                tags=tags,
+                settings=settings.monitoring,
+                targets={
+                    d.pattern: AlertTarget(
+                        endpoint_id=endpoints.endpoints[d.pattern]["id"],
+                        live_deployment_id=endpoints.live_deployment_ids.get(d.pattern),
+                        request_timeout_ms=d.request_timeout_ms,
+                        min_instances=d.min_instances,
+                    )
+                    for d in settings.endpoints.deployments
+                },
             ),
         )
 
@@ -141,6 +164,8 @@ def main() -> dict[str, Any]:
         "computeInstanceName": compute.instance_name if compute else None,
         "computeClusterName": compute.cluster_name if compute else None,
         "endpoints": endpoints.endpoints if endpoints else {},
+        "actionGroupId": monitoring.action_group_id if monitoring else None,
+        "alertRules": monitoring.alert_rules if monitoring else {},
     }
     for key, value in outputs.items():
         pulumi.export(key, value)

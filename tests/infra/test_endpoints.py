@@ -33,11 +33,11 @@ def test_one_endpoint_and_rollout_per_pattern(stack_plan: Plan) -> None:
 
 
 def test_rollout_serves_its_pattern(stack_plan: Plan) -> None:
-    """SCORING_PATTERNS selects the pattern; probes wait for the model to load."""
+    """SCORING_PATTERNS selects the pattern (plus analyze for the gate); probes wait for loading."""
     for pattern, r in _by_pattern(stack_plan.resources, ROLLOUT).items():
         deployment = r.props["deployment"]
         env = deployment["environment_variables"]
-        assert env["SCORING_PATTERNS"] == pattern, r.urn
+        assert env["SCORING_PATTERNS"].split(",") in ([pattern], [pattern, "analyze"]), r.urn
         assert deployment["pattern"] == pattern, r.urn
         assert deployment["liveness_probe"]["initial_delay_s"] >= 60, r.urn
         assert deployment["model"].startswith("azureml"), r.urn

@@ -1,0 +1,62 @@
+"""Cold start and timeouts derived from the model's size and a deployment's token budget.
+
+A large model takes minutes to download and load; a long generation takes minutes to decode. The
+defaults of Azure (probes after 10 s), gunicorn (worker killed after 300 s silent, which includes
+`init()`) and the endpoint (5 s request timeout) kill both. These pure functions turn three facts
+from stack config into the numbers that let them finish:
+
+- `modelSizeGb` (endpoints): weights to download from storage and load onto the GPU;
+- `maxNewTokens` and `minTokensPerSecond` (deployment): the longest generation and the slowest
+  per-request decode rate at full batch on that SKU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# Download from workspace storage plus load to GPU, per GB of safetensors, measured loosely on
+# A100/T4 SKUs (weights mount over blobfuse): a conservative figure, not a benchmark.
+LOAD_SECONDS_PER_GB = 20
+# Container start, imports, CUDA context and the warm-up generation in init().
+STARTUP_BASE_SECONDS = 90
+# Prompt processing and response serialisation on top of decoding.
+PREFILL_MARGIN_SECONDS = 10
+# The package answers 503 this long before the endpoint would cut the request with a 408.
+DEADLINE_MARGIN_SECONDS = 5
+GUNICORN_DEFAULT_TIMEOUT = 300
+MAX_REQUEST_TIMEOUT_MS = 180_000  # the managed endpoint maximum
+
+
+@dataclass(frozen=True)
+class StartupBudget:
+    """How long a replica may take to become ready, and what follows from it."""
+
+    load_seconds: int
+    """Estimated time from container start to ready (load + warm-up)."""
+
+    @property
+    def probe_initial_delay_s(self) -> int:
+        """Probes start after the expected load time plus half again (slow storage, cold cache)."""
+        return min(math.ceil(self.load_seconds * 1.5), 3600)
+
+    @property
+    def worker_timeout_s(self) -> int:
+        """gunicorn's `--timeout` (env WORKER_TIMEOUT): init() runs inside it, so cover loading."""
+        return max(GUNICORN_DEFAULT_TIMEOUT, self.load_seconds * 2)
+
+
+def startup_budget(model_size_gb: float) -> StartupBudget:
+    """The startup budget of a model of `model_size_gb` gigabytes of weights."""
+    return StartupBudget(math.ceil(STARTUP_BASE_SECONDS + model_size_gb * LOAD_SECONDS_PER_GB))
+
+
+def request_timeout_ms(max_new_tokens: int, min_tokens_per_second: int) -> int:
+    """The endpoint request timeout a full-length generation at the slowest rate needs."""
+    seconds = max_new_tokens / min_tokens_per_second + PREFILL_MARGIN_SECONDS
+    return math.ceil(seconds) * 1000
+
+
+def scoring_deadline_s(request_timeout_ms: int) -> float:
+    """The package's own deadline (SCORING_REQUEST_TIMEOUT_S): a little under the endpoint's."""
+    return max(request_timeout_ms / 1000 - DEADLINE_MARGIN_SECONDS, 1.0)
