@@ -24,6 +24,7 @@ ONLINE_DEPLOYMENT = "azure-native:machinelearningservices:OnlineDeployment"
 STORAGE_ACCOUNT = "azure-native:storage:StorageAccount"
 KEY_VAULT = "azure-native:keyvault:Vault"
 CONTAINER_REGISTRY = "azure-native:containerregistry:Registry"
+AUTOSCALE_SETTING = "azure-native:monitor:AutoscaleSetting"
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 ROLE_DEFINITION = "azure-native:authorization:RoleDefinition"
 # delivery's dynamic provider: creates the deployments and shifts traffic.
@@ -97,6 +98,8 @@ NOT_TAGGABLE = frozenset(
 
 # Azure accepts 15 minutes to 3 days; the policy caps what a forgotten VM may cost.
 MAX_IDLE_SHUTDOWN_MINUTES = 120
+# Instances a deployment may keep running at its quietest (GPU hours are the bill).
+MAX_MIN_INSTANCES = 1
 
 Rule = Callable[[str, Mapping[str, Any], Mapping[str, Any]], list[str]]
 
@@ -229,6 +232,39 @@ def compute_instance_idle_shutdown(
     return []
 
 
+def _count(value: Any) -> int | None:
+    # Capacities arrive as strings (autoscale) or floats (the wire); both mean a whole number.
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def endpoint_min_instances(
+    resource_type: str, props: Mapping[str, Any], settings: Mapping[str, Any]
+) -> list[str]:
+    """Deployments keep no more instances running at their floor than the stack allows."""
+    limit = settings.get("maxMinInstances", MAX_MIN_INSTANCES)
+    reasons = []
+    if resource_type == ROLLOUT and prop(props, "policy.autoscale") is not True:
+        # Without autoscale the fixed count is the floor; with it, the autoscale minimum is.
+        count = _count(prop(props, "deployment.instance_count"))
+        if count is not None and count > limit:
+            reasons.append(
+                f"deployment.instance_count is {count} without autoscale; at most {limit} allowed "
+                "(add autoscale to run more only under load)"
+            )
+    if resource_type == AUTOSCALE_SETTING:
+        for profile in props.get("profiles") or []:
+            minimum = _count(prop(profile, "capacity.minimum"))
+            if minimum is not None and minimum > limit:
+                reasons.append(
+                    f"profile {profile.get('name')!r} keeps at least {minimum} instances; "
+                    f"at most {limit} allowed"
+                )
+    return reasons
+
+
 def _region(value: str) -> str:
     return value.replace(" ", "").lower()
 
@@ -350,6 +386,22 @@ POLICIES: tuple[PolicySpec, ...] = (
                 "maximum": 4320,
                 "description": "Longest idle time before a compute instance shuts down.",
                 "default": MAX_IDLE_SHUTDOWN_MINUTES,
+            }
+        },
+    ),
+    PolicySpec(
+        "endpoint-min-instances",
+        "Online deployments keep at most the allowed number of instances running at their floor.",
+        endpoint_min_instances,
+        "Lower endpoints.deployments.<pattern>.instanceCount or autoscale.minInstances (and "
+        "autoscale.offHours.minInstances); let autoscale add instances under load.",
+        {
+            "maxMinInstances": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 20,
+                "description": "Most instances a deployment may keep as its minimum.",
+                "default": MAX_MIN_INSTANCES,
             }
         },
     ),

@@ -147,3 +147,20 @@ def test_config_override_sets_nested_values():
     assert json.loads(result["p:network"]) == {"private": False}
     assert json.loads(result["p:endpoints"]) == {"rollout": {"trafficSteps": [50, 100]}}
     assert result["p:location"] == "swedencentral"
+
+
+def test_prod_deployment_with_too_high_a_floor_fails_min_instances():
+    """Three instances at the autoscale floor break prod's limit of two, naming the setting."""
+    resources = check.plan_resources(
+        "prod",
+        [
+            "endpoints.deployments.generate.instanceCount=3",
+            "endpoints.deployments.generate.autoscale.minInstances=3",
+        ],
+    )
+    config = check.load_config(check.config_path("prod"))
+    violations = [
+        v for v in check.evaluate(resources, config) if v.policy == "endpoint-min-instances"
+    ]
+    assert [v.resource_name for v in violations] == ["endpoints-generate-autoscale"] * 2
+    assert "profile 'default' keeps at least 3 instances; at most 2 allowed" in violations[0].reason

@@ -280,3 +280,41 @@ def test_every_setting_has_a_default():
     """Policies work without any config file (every schema entry has a default)."""
     for spec in POLICIES:
         assert all("default" in s for s in spec.schema.values()), spec.name
+
+
+ROLLOUT_PROPS: dict[str, Any] = {
+    "deployment": {"instance_count": 3.0},
+    "policy": {"autoscale": False},
+}
+
+
+def test_fixed_instance_count_above_the_floor_limit_violates_min_instances():
+    """Three always-on instances without autoscale break a limit of two."""
+    reasons = rules.endpoint_min_instances(rules.ROLLOUT, ROLLOUT_PROPS, {"maxMinInstances": 2})
+    assert reasons == [
+        "deployment.instance_count is 3 without autoscale; at most 2 allowed "
+        "(add autoscale to run more only under load)"
+    ]
+
+
+def test_autoscaled_rollout_is_judged_by_its_autoscale_minimum():
+    """With autoscale on, the instance count is only the start; the setting's minimum counts."""
+    props = {**ROLLOUT_PROPS, "policy": {"autoscale": True}}
+    assert rules.endpoint_min_instances(rules.ROLLOUT, props, {"maxMinInstances": 2}) == []
+    autoscale = {
+        "profiles": [
+            {"name": "default", "capacity": {"minimum": "1"}},
+            {"name": "off-hours", "capacity": {"minimum": "4"}},
+        ]
+    }
+    reasons = rules.endpoint_min_instances(
+        rules.AUTOSCALE_SETTING, autoscale, {"maxMinInstances": 2}
+    )
+    assert reasons == ["profile 'off-hours' keeps at least 4 instances; at most 2 allowed"]
+
+
+def test_min_instances_policy_defaults_to_one():
+    """Without a setting the floor limit is one instance."""
+    spec = next(p for p in POLICIES if p.name == "endpoint-min-instances")
+    assert spec.settings() == {"maxMinInstances": 1}
+    assert spec.check(rules.ROLLOUT, {"deployment": {"instance_count": 2}}) != []
