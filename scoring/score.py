@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
 
+from scoring.metrics import MetricsRecorder
 from scoring.model import load_model
+from scoring.redaction import Capture
 from scoring.schemas import openapi_document
 from scoring.service import ClientError, ScoringService
 from scoring.settings import ScoringSettings
@@ -30,12 +32,30 @@ service: ScoringService | None = None
 
 
 def init() -> None:
-    """Load the model named by ``SCORING_MODEL_DIR`` or mounted at ``AZUREML_MODEL_DIR``."""
+    """Load the model (``SCORING_MODEL_DIR`` or the ``AZUREML_MODEL_DIR`` mount), then warm it.
+
+    The server reports ready only after this returns, so the warm-up generation runs before any
+    traffic; a load failure is logged with its reason and fails the worker (the probes show it).
+    """
     global service
     logging.basicConfig(level=os.environ.get("AZUREML_LOG_LEVEL", "INFO"))
+    # The server configures logging before init(); give this package's loggers their own level
+    # so the per-request metric lines reach stderr (and the deployment's console log).
+    logging.getLogger("scoring").setLevel(os.environ.get("SCORING_LOG_LEVEL", "INFO"))
     settings = ScoringSettings()
-    lm = load_model(settings.model_source(), revision=settings.revision, device=settings.device)
-    service = ScoringService(lm, settings)
+    try:
+        lm = load_model(settings.model_source(), revision=settings.revision, device=settings.device)
+    except Exception as error:
+        log.exception("model load failed: %s: %s", type(error).__name__, error)
+        raise
+    candidate = ScoringService(
+        lm,
+        settings,
+        metrics=MetricsRecorder.from_environment(lm.name),
+        capture=Capture.from_environment(),
+    )
+    log.info("warm-up done in %.2f s", candidate.warm_up())
+    service = candidate
     _publish_openapi()
     log.info("serving %s on %s: %s", lm.name, lm.device, sorted(settings.patterns))
 

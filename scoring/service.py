@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,7 +23,9 @@ from scoring.batching import (
     SerialEngine,
 )
 from scoring.generation import SamplingParams
+from scoring.metrics import MetricsRecorder, RequestMetrics, pooled
 from scoring.model import LoadedModel
+from scoring.redaction import Capture
 from scoring.schemas import (
     AnalysisSummary,
     AnalyzeBatchResponse,
@@ -110,8 +113,17 @@ class _Gate:
 class ScoringService:
     """Both patterns over one loaded model, within the deployment's limits."""
 
-    def __init__(self, lm: LoadedModel, settings: ScoringSettings) -> None:
+    def __init__(
+        self,
+        lm: LoadedModel,
+        settings: ScoringSettings,
+        *,
+        metrics: MetricsRecorder | None = None,
+        capture: Capture | None = None,
+    ) -> None:
         self.lm, self.settings = lm, settings
+        self.metrics = metrics or MetricsRecorder(lm.name)
+        self.capture = capture
         self.input_limit = min(settings.max_input_tokens, lm.context_length - 1)
         self.engine = (
             GenerationEngine(
@@ -124,16 +136,41 @@ class ScoringService:
         self._analysis_gate = _Gate(active=1, waiting=settings.max_queue)
 
     def handle(self, body: bytes) -> Reply:
-        """Answer one ``POST /score`` body."""
+        """Answer one ``POST /score`` body; record its metrics, capture it when enabled."""
+        start = time.perf_counter()
+        trace = RequestMetrics()
+        payload: dict[str, Any] | None = None
         try:
             payload = self._parse(body)
             pattern = self._pattern_of(payload)
+            trace.pattern = pattern.value
             if pattern is Pattern.GENERATE:
-                return Reply(200, self.generate(_validate(GenerateRequest, payload)).model_dump())
-            result = self.analyze(_validate(AnalyzeRequest, payload))
-            return Reply(200, result.model_dump())
+                result: BaseModel = self.generate(_validate(GenerateRequest, payload), trace)
+            else:
+                result = self.analyze(_validate(AnalyzeRequest, payload), trace)
+            reply = Reply(200, result.model_dump())
         except ClientError as error:
-            return error.reply()
+            reply = error.reply()
+            trace.error = error.message
+        trace.status, trace.latency_ms = reply.status, (time.perf_counter() - start) * 1000
+        self.metrics.record(trace)
+        if self.capture is not None and payload is not None:
+            self.capture.record(payload, reply.body)  # redacts before anything is written
+        return reply
+
+    def warm_up(self) -> float:
+        """One tiny request per served pattern before the server reports ready; returns seconds.
+
+        The first forward pass pays for lazy initialisation (CUDA kernels, allocator, caches);
+        doing it in ``init()`` keeps that cost off the first caller and inside the probes' budget.
+        """
+        start = time.perf_counter()
+        ids = self.lm.tokenizer("Hello").input_ids or [0]
+        if self.engine is not None:
+            self.engine.submit(ids, SamplingParams(1, 0.0, 1.0, 0, (), None), 300.0)
+        if Pattern.ANALYZE in self.settings.patterns:
+            score_tokens(self.lm, [ids * 2], 1, self.settings.analysis_chunk_tokens)
+        return time.perf_counter() - start
 
     def _parse(self, body: bytes) -> dict[str, Any]:
         if len(body) > self.settings.max_body_bytes:
@@ -176,9 +213,13 @@ class ScoringService:
 
     # Pattern 1 -----------------------------------------------------------------------------
 
-    def generate(self, request: GenerateRequest) -> GenerateResponse:
+    def generate(
+        self, request: GenerateRequest, trace: RequestMetrics | None = None
+    ) -> GenerateResponse:
         assert self.engine is not None
+        trace = trace if trace is not None else RequestMetrics()
         ids = self._prompt_ids(request)
+        trace.tokens_in = len(ids)
         field_name = "prompt" if request.prompt is not None else "messages"
         self._check_length(field_name, len(ids))
         if request.max_new_tokens > self.settings.max_new_tokens:
@@ -218,6 +259,15 @@ class ScoringService:
                 f"generation did not finish in time: {error}",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             ) from None
+        trace.tokens_out, trace.finish_reason = result.completion_tokens, result.finish_reason
+        wait = getattr(result, "queue_wait_s", None)  # reported by engines that measure it
+        trace.queue_wait_ms = wait * 1000 if wait is not None else None
+        wanted, trace.perplexity_skipped = self.metrics.wants_generated_perplexity()
+        if wanted and result.text:
+            # Re-tokenized output: close to, not exactly, the sampled ids.
+            out = self.lm.tokenizer(result.text, add_special_tokens=False).input_ids
+            [scores] = score_tokens(self.lm, [ids + out], 0, self.settings.analysis_chunk_tokens)
+            _, trace.perplexity = pooled([scores.logprobs[len(ids) - 1 :].tolist()])
         return GenerateResponse(
             text=result.text,
             finish_reason=result.finish_reason,  # type: ignore[arg-type]
@@ -249,7 +299,10 @@ class ScoringService:
 
     # Pattern 2 -----------------------------------------------------------------------------
 
-    def analyze(self, request: AnalyzeRequest) -> TextAnalysis | AnalyzeBatchResponse:
+    def analyze(
+        self, request: AnalyzeRequest, trace: RequestMetrics | None = None
+    ) -> TextAnalysis | AnalyzeBatchResponse:
+        trace = trace if trace is not None else RequestMetrics()
         texts = request.all_texts()
         if len(texts) > self.settings.max_batch_texts:
             raise _field_error(
@@ -273,10 +326,15 @@ class ScoringService:
                 "texts",
                 f"{total} tokens in all; the limit is {self.settings.max_total_tokens}",
             )
+        queued = time.perf_counter()
         with self._analysis_gate:
+            trace.queue_wait_ms = (time.perf_counter() - queued) * 1000
             scores = score_tokens(
                 self.lm, batch, request.top_k, self.settings.analysis_chunk_tokens
             )
+        trace.texts, trace.tokens_in, trace.tokens_out = len(batch), total, 0
+        trace.mean_logprob, trace.perplexity = pooled([s.logprobs.tolist() for s in scores])
+        trace.rank_buckets = bucket_counts([r for s in scores for r in s.ranks.tolist()])
         results = [self._describe(s) for s in scores]
         return results[0] if request.text is not None else AnalyzeBatchResponse(results=results)
 

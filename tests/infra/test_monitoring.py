@@ -109,7 +109,7 @@ def test_data_collection_is_declared_in_both_stacks(plans: dict[str, Plan]) -> N
     assert prod["data_collection"]["collections"] == ["model_inputs", "model_outputs"]
     env = prod["environment_variables"]
     assert env["SCORING_CAPTURE"] == "true"
-    assert env["SCORING_REDACT_FIELDS"] == "user,user_id,email"
+    assert env["SCORING_REDACT_FIELDS"] == "tokens,top"
 
 
 def test_autoscale_has_working_and_off_hours_profiles(stack_plan: Plan) -> None:

@@ -1,0 +1,162 @@
+"""Per-request metrics: one structured JSON log line each, and Application Insights when set up.
+
+Every answered request (2xx and 4xx alike) produces a `RequestMetrics`: pattern, status, latency,
+tokens in and out, queue wait, and for analysis the pooled perplexity, mean log-probability and
+GLTR rank buckets. The line goes to the `scoring.metrics` logger as
+``{"event": "scoring.request", ...}`` (the inference server forwards logs to Application Insights
+as traces on a managed deployment); with ``APPLICATIONINSIGHTS_CONNECTION_STRING`` set the same
+figures also go out as OpenTelemetry metrics (customMetrics) through the Azure Monitor exporter.
+
+Perplexity of generated text costs a second forward pass over prompt and output, so it is
+computed for a sampled share of generations only (``SCORING_METRICS_PERPLEXITY_SAMPLE``, default
+0: skipped, and the line says why).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+log = logging.getLogger("scoring.metrics")
+
+EVENT = "scoring.request"
+SKIPPED_OFF = "not sampled: SCORING_METRICS_PERPLEXITY_SAMPLE is 0 (costs a forward pass)"
+SKIPPED_UNSAMPLED = "not sampled this request"
+
+
+@dataclass
+class RequestMetrics:
+    """What one request cost and what it looked like; None where it does not apply."""
+
+    pattern: str | None = None
+    status: int = 200
+    latency_ms: float = 0.0
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    queue_wait_ms: float | None = None
+    finish_reason: str | None = None
+    texts: int | None = None
+    perplexity: float | None = None
+    """Analysis: pooled over every scored token; generation: of the generated text, if sampled."""
+    mean_logprob: float | None = None
+    rank_buckets: dict[str, int] | None = None
+    perplexity_skipped: str | None = None
+    error: str | None = None
+
+    def as_record(self, model: str) -> dict[str, Any]:
+        """The JSON line's fields (rounded; JSON has no NaN)."""
+        record: dict[str, Any] = {"event": EVENT, "model": model}
+        for key, value in asdict(self).items():
+            if isinstance(value, float):
+                value = round(value, 4) if math.isfinite(value) else None
+            record[key] = value
+        return record
+
+
+@dataclass
+class MetricsRecorder:
+    """Writes each request's metrics as a JSON log line and, when configured, as OTel metrics."""
+
+    model: str
+    perplexity_sample: float = 0.0
+    meter_provider: Any = None
+    _instruments: dict[str, Any] = field(default_factory=dict, repr=False)
+    _random: random.Random = field(default_factory=random.Random, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.meter_provider is not None:
+            meter = self.meter_provider.get_meter("scoring")
+            hist, count = meter.create_histogram, meter.create_counter
+            self._instruments = {
+                "latency": hist("scoring.request.duration", unit="ms"),
+                "queue": hist("scoring.queue.wait", unit="ms"),
+                "tokens_in": count("scoring.tokens.input", unit="{token}"),
+                "tokens_out": count("scoring.tokens.output", unit="{token}"),
+                "perplexity": hist("scoring.perplexity"),
+                "buckets": count("scoring.analysis.rank_bucket", unit="{token}"),
+            }
+
+    def wants_generated_perplexity(self) -> tuple[bool, str | None]:
+        """Whether to score this generation's output, and if not, the reason to record."""
+        if self.perplexity_sample <= 0:
+            return False, SKIPPED_OFF
+        if self._random.random() >= self.perplexity_sample:
+            return False, SKIPPED_UNSAMPLED
+        return True, None
+
+    def record(self, metrics: RequestMetrics) -> None:
+        """Emit one request's metrics."""
+        log.info(json.dumps(metrics.as_record(self.model), sort_keys=True))
+        if not self._instruments:
+            return
+        attrs = {"pattern": metrics.pattern or "unknown", "status": metrics.status}
+        i = self._instruments
+        i["latency"].record(metrics.latency_ms, attrs)
+        if metrics.queue_wait_ms is not None:
+            i["queue"].record(metrics.queue_wait_ms, attrs)
+        if metrics.tokens_in:
+            i["tokens_in"].add(metrics.tokens_in, attrs)
+        if metrics.tokens_out:
+            i["tokens_out"].add(metrics.tokens_out, attrs)
+        if metrics.perplexity is not None and math.isfinite(metrics.perplexity):
+            i["perplexity"].record(metrics.perplexity, attrs)
+        for bucket, n in (metrics.rank_buckets or {}).items():
+            i["buckets"].add(n, {**attrs, "bucket": bucket})
+
+    @classmethod
+    def from_environment(
+        cls, model: str, environ: Mapping[str, str] | None = None
+    ) -> MetricsRecorder:
+        """Log always; export to Application Insights when its connection string is set."""
+        env = os.environ if environ is None else environ
+        sample = float(env.get("SCORING_METRICS_PERPLEXITY_SAMPLE", "0"))
+        connection = app_insights_connection(env)
+        provider = None
+        if connection:
+            provider = _export_to_app_insights(connection)
+        return cls(model, min(max(sample, 0.0), 1.0), provider)
+
+
+def app_insights_connection(env: Mapping[str, str]) -> str | None:
+    """The connection string, or one built from the key a deployment with App Insights gets."""
+    if env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        return env["APPLICATIONINSIGHTS_CONNECTION_STRING"]
+    if env.get("AML_APP_INSIGHTS_ENABLED") == "true" and env.get("AML_APP_INSIGHTS_KEY"):
+        return f"InstrumentationKey={env['AML_APP_INSIGHTS_KEY']}"
+    return None
+
+
+def _export_to_app_insights(connection: str) -> Any:
+    """Metrics (customMetrics) and the JSON lines (traces) to Application Insights."""
+    from azure.monitor.opentelemetry.exporter import (
+        AzureMonitorLogExporter,
+        AzureMonitorMetricExporter,
+    )
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    # Private providers: the inference server's own telemetry set-up stays untouched.
+    logs = LoggerProvider()
+    logs.add_log_record_processor(
+        BatchLogRecordProcessor(AzureMonitorLogExporter(connection_string=connection))
+    )
+    log.addHandler(LoggingHandler(level=logging.INFO, logger_provider=logs))
+    exporter = AzureMonitorMetricExporter(connection_string=connection)
+    return MeterProvider(metric_readers=[PeriodicExportingMetricReader(exporter)])
+
+
+def pooled(logprob_lists: list[list[float]]) -> tuple[float | None, float | None]:
+    """Mean log-probability and perplexity over every scored token of several texts."""
+    values = [lp for lps in logprob_lists for lp in lps]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    return mean, math.exp(-mean)
