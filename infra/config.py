@@ -698,13 +698,13 @@ def _deployment(
     delay = (
         600 if model_size_gb is None else sizing.startup_budget(model_size_gb).probe_initial_delay_s
     )
+    concurrency = section.integer("maxConcurrentRequestsPerInstance", 1, 1, 1000)
+    derived_env = {**sizing.server_concurrency(concurrency), **derived_env}
     deployment = DeploymentSettings(
         pattern=pattern,
         instance_type=section.text("instanceType"),
         instance_count=section.integer("instanceCount", 1, 1, 20),
-        max_concurrent_requests_per_instance=section.integer(
-            "maxConcurrentRequestsPerInstance", 1, 1, 1000
-        ),
+        max_concurrent_requests_per_instance=concurrency,
         request_timeout_ms=timeout,
         liveness_probe=_probe(
             section.section("livenessProbe"), section.path("livenessProbe"), delay, 30

@@ -60,3 +60,20 @@ def request_timeout_ms(max_new_tokens: int, min_tokens_per_second: int) -> int:
 def scoring_deadline_s(request_timeout_ms: int) -> float:
     """The package's own deadline (SCORING_REQUEST_TIMEOUT_S): a little under the endpoint's."""
     return max(request_timeout_ms / 1000 - DEADLINE_MARGIN_SECONDS, 1.0)
+
+
+def server_concurrency(max_concurrent_requests_per_instance: int) -> dict[str, str]:
+    """Server env that matches the scoring package's batch to the endpoint's concurrency.
+
+    The gateway lets ``2 x max_concurrent_requests_per_instance`` requests reach an instance at
+    once. One worker process (one model copy per GPU) with that many threads accepts all of them:
+    ``max_concurrent`` decode together, as many wait for a slot, and the gateway answers 429 past
+    that. See docs/performance.md.
+    """
+    slots = max_concurrent_requests_per_instance
+    return {
+        "WORKER_COUNT": "1",
+        "GUNICORN_CMD_ARGS": f"--threads {2 * slots}",
+        "SCORING_MAX_BATCH_SIZE": str(slots),
+        "SCORING_MAX_QUEUE": str(slots),
+    }

@@ -43,6 +43,18 @@ def test_rollout_serves_its_pattern(stack_plan: Plan) -> None:
         assert deployment["model"].startswith("azureml"), r.urn
 
 
+def test_server_concurrency_matches_the_endpoint_concurrency(stack_plan: Plan) -> None:
+    """One model copy; threads for all the gateway admits; the batch is the concurrency."""
+    for r in _by_pattern(stack_plan.resources, ROLLOUT).values():
+        deployment = r.props["deployment"]
+        env = deployment["environment_variables"]
+        slots = int(deployment["max_concurrent_requests_per_instance"])
+        assert env["WORKER_COUNT"] == "1", r.urn
+        assert env["GUNICORN_CMD_ARGS"] == f"--threads {2 * slots}", r.urn
+        assert env["SCORING_MAX_BATCH_SIZE"] == str(slots), r.urn
+        assert env["SCORING_MAX_QUEUE"] == str(slots), r.urn
+
+
 def test_endpoints_leave_traffic_to_the_rollout(stack_plan: Plan) -> None:
     """The endpoint declares no traffic and ignores it, so Pulumi never fights the rollout."""
     for r in of_type(stack_plan.resources, ENDPOINT):
