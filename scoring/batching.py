@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import GenerationConfig
@@ -135,10 +135,12 @@ class SerialEngine:
         if not self._room.acquire(blocking=False):
             raise QueueFullError("the serial engine's queue is full")
         try:
+            queued = time.monotonic()
             if not self._model_lock.acquire(timeout=timeout_s):
                 raise DeadlineExceededError(f"waited {timeout_s:.0f} s for the model")
             try:
-                return plain_generate(self.lm, prompt_ids, params)
+                wait = time.monotonic() - queued
+                return replace(plain_generate(self.lm, prompt_ids, params), queue_wait_s=wait)
             finally:
                 self._model_lock.release()
         finally:

@@ -9,6 +9,7 @@ leading columns that no remaining row attends to are cropped when rows leave.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ class Generation:
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     prompt_tokens: int
     completion_tokens: int
+    queue_wait_s: float = 0.0  # from submission to the prefill that admitted it
 
 
 @dataclass(eq=False)
@@ -49,6 +51,8 @@ class Row:
     prompt_ids: list[int]
     params: SamplingParams
     deadline: float = float("inf")
+    created: float = field(default_factory=time.monotonic)
+    admitted: float | None = None
     generated: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: str | None = None
@@ -60,7 +64,10 @@ class Row:
 
     def result(self) -> Generation:
         assert self.finish_reason is not None
-        return Generation(self.text, self.finish_reason, len(self.prompt_ids), len(self.generated))
+        wait = (self.admitted or self.created) - self.created
+        return Generation(
+            self.text, self.finish_reason, len(self.prompt_ids), len(self.generated), wait
+        )
 
 
 def sample_next(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
@@ -159,6 +166,9 @@ class DecodeBatch:
     @torch.inference_mode()
     def admit(self, new_rows: list[Row]) -> list[Row]:
         """Prefill new rows, sample their first token, join them to the batch; return finished."""
+        now = time.monotonic()
+        for row in new_rows:
+            row.admitted = now
         pad = self.lm.tokenizer.pad_token_id
         shared = self.prefix.shared_length([r.prompt_ids for r in new_rows])
         suffixes = [r.prompt_ids[shared:] for r in new_rows]

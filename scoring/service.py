@@ -260,8 +260,7 @@ class ScoringService:
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             ) from None
         trace.tokens_out, trace.finish_reason = result.completion_tokens, result.finish_reason
-        wait = getattr(result, "queue_wait_s", None)  # reported by engines that measure it
-        trace.queue_wait_ms = wait * 1000 if wait is not None else None
+        trace.queue_wait_ms = result.queue_wait_s * 1000
         wanted, trace.perplexity_skipped = self.metrics.wants_generated_perplexity()
         if wanted and result.text:
             # Re-tokenized output: close to, not exactly, the sampled ids.
