@@ -61,12 +61,16 @@ def stats_reference(logits: torch.Tensor, ids: torch.Tensor, k: int) -> None:
 
 
 def stats_fast(
-    logits_of: Callable[[slice], torch.Tensor], ids: torch.Tensor, k: int, chunk: int
+    logits_of: Callable[[slice], torch.Tensor],
+    ids: torch.Tensor,
+    k: int,
+    chunk: int,
+    compiled: bool = True,
 ) -> None:
     """What ``score_tokens`` does after the forward pass, a chunk of positions at a time."""
     for start in range(0, ids.shape[0] - 1, chunk):
         rows = slice(start, min(start + chunk, ids.shape[0] - 1))
-        position_stats(logits_of(rows), ids[rows.start + 1 : rows.stop + 1], k)
+        position_stats(logits_of(rows), ids[rows.start + 1 : rows.stop + 1], k, compiled)
 
 
 def _status_kib(field: str) -> int:
@@ -160,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
             "statistics, logits given (s)",
             lambda: stats_reference(logits, tensor, args.top_k),
             lambda: stats_fast(lambda r: logits[r], tensor, args.top_k, args.chunk),
+        ),
+        (
+            "  same, eager kernel (s)",
+            lambda: stats_reference(logits, tensor, args.top_k),
+            lambda: stats_fast(lambda r: logits[r], tensor, args.top_k, args.chunk, False),
         ),
         (
             "output head + statistics (s)",

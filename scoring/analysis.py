@@ -12,12 +12,16 @@ logsumexp instead of materialising a full ``log_softmax``.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from dataclasses import dataclass
 
 import torch
 
 from scoring.model import LoadedModel
+
+log = logging.getLogger(__name__)
 
 BUCKET_LIMITS = (10, 100, 1000)
 
@@ -62,16 +66,55 @@ def _project(lm: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def position_stats(
-    logits: torch.Tensor, targets: torch.Tensor, top_k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Log-prob, rank and top-k of each target, from (c, V) logits, without a sort."""
-    lse = logits.logsumexp(dim=-1, keepdim=True)  # (c, 1)
+def _lse_and_rank(
+    logits: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-prob and rank of each target, and the logsumexp, from (c, V) logits."""
     actual = logits.gather(1, targets[:, None])  # (c, 1)
+    peak = logits.amax(dim=-1, keepdim=True)
+    lse = peak + (logits - peak).exp().sum(dim=-1, keepdim=True).log()  # (c, 1), stable
     # Softmax is monotonic: the rank is one plus the count of logits above the actual one.
     ranks = (logits > actual).sum(dim=-1) + 1
+    return (actual - lse).squeeze(1), ranks, lse
+
+
+class _CompiledKernel:
+    """``_lse_and_rank`` fused into one pass by ``torch.compile`` (vLLM does the same for ranks).
+
+    Eager PyTorch walks the (c, V) logits five times and materialises a (c, V) bool tensor; the
+    compiled kernel reads them once. Where no compiler backend exists (no C++ toolchain on CPU, no
+    Triton on GPU) the first call fails, the reason is logged, and the eager path takes over.
+    """
+
+    def __init__(self) -> None:
+        self._compiled = torch.compile(_lse_and_rank, dynamic=True)
+        self._failed = False
+
+    def __call__(
+        self, logits: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self._failed:
+            try:
+                return self._compiled(logits, targets)
+            except Exception as error:  # backend missing: log why, then serve eagerly
+                log.warning("compiled analysis kernel unavailable, using eager: %s", error)
+                self._failed = True
+        return _lse_and_rank(logits, targets)
+
+
+@functools.cache
+def _compiled_kernel() -> _CompiledKernel:
+    return _CompiledKernel()
+
+
+def position_stats(
+    logits: torch.Tensor, targets: torch.Tensor, top_k: int, compiled: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-prob, rank and top-k of each target, from (c, V) logits, without a sort."""
+    kernel = _compiled_kernel() if compiled else _lse_and_rank
+    logprobs, ranks, lse = kernel(logits, targets)
     values, indices = logits.topk(top_k, dim=-1)
-    return (actual - lse).squeeze(1), ranks, indices, values - lse
+    return logprobs, ranks, indices, values - lse
 
 
 def _pad(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +126,11 @@ def _pad(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tenso
 
 @torch.inference_mode()
 def score_tokens(
-    lm: LoadedModel, batch: list[list[int]], top_k: int = 5, chunk: int = 256
+    lm: LoadedModel,
+    batch: list[list[int]],
+    top_k: int = 5,
+    chunk: int = 256,
+    compiled: bool = True,
 ) -> list[TokenScores]:
     """Score every text of ``batch`` (token ids) with one forward pass and chunked heads."""
     ids, mask = _pad(batch, lm.tokenizer.pad_token_id or 0)
@@ -101,7 +148,7 @@ def score_tokens(
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
         logits = _project(lm, states[rows])  # (c, V) fp32
-        stats = position_stats(logits, targets[rows], top_k)
+        stats = position_stats(logits, targets[rows], top_k, compiled)
         logprobs[rows], ranks[rows], top_ids[rows], top_lp[rows] = (t.cpu() for t in stats)
 
     scores, offset = [], 0

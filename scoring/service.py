@@ -169,7 +169,7 @@ class ScoringService:
         if self.engine is not None:
             self.engine.submit(ids, SamplingParams(1, 0.0, 1.0, 0, (), None), 300.0)
         if Pattern.ANALYZE in self.settings.patterns:
-            score_tokens(self.lm, [ids * 2], 1, self.settings.analysis_chunk_tokens)
+            self._score([ids * 2], top_k=1)  # also compiles the analysis kernel
         return time.perf_counter() - start
 
     def _parse(self, body: bytes) -> dict[str, Any]:
@@ -265,7 +265,7 @@ class ScoringService:
         if wanted and result.text:
             # Re-tokenized output: close to, not exactly, the sampled ids.
             out = self.lm.tokenizer(result.text, add_special_tokens=False).input_ids
-            [scores] = score_tokens(self.lm, [ids + out], 0, self.settings.analysis_chunk_tokens)
+            [scores] = self._score([ids + out], top_k=0)
             _, trace.perplexity = pooled([scores.logprobs[len(ids) - 1 :].tolist()])
         return GenerateResponse(
             text=result.text,
@@ -328,14 +328,16 @@ class ScoringService:
         queued = time.perf_counter()
         with self._analysis_gate:
             trace.queue_wait_ms = (time.perf_counter() - queued) * 1000
-            scores = score_tokens(
-                self.lm, batch, request.top_k, self.settings.analysis_chunk_tokens
-            )
+            scores = self._score(batch, request.top_k)
         trace.texts, trace.tokens_in, trace.tokens_out = len(batch), total, 0
         trace.mean_logprob, trace.perplexity = pooled([s.logprobs.tolist() for s in scores])
         trace.rank_buckets = bucket_counts([r for s in scores for r in s.ranks.tolist()])
         results = [self._describe(s) for s in scores]
         return results[0] if request.text is not None else AnalyzeBatchResponse(results=results)
+
+    def _score(self, batch: list[list[int]], top_k: int) -> list[TokenScores]:
+        chunk, compiled = self.settings.analysis_chunk_tokens, self.settings.compile_analysis
+        return score_tokens(self.lm, batch, top_k, chunk, compiled)
 
     def _describe(self, scores: TokenScores) -> TextAnalysis:
         decode = self.lm.tokenizer.decode

@@ -61,3 +61,12 @@ def test_buckets_follow_gltr_thresholds() -> None:
 def test_perplexity_is_exp_of_negative_mean_logprob() -> None:
     assert perplexity([math.log(0.5), math.log(0.25)]) == pytest.approx(2**1.5)
     assert perplexity([]) is None
+
+
+def test_compiled_kernel_equals_eager(tiny_lm: LoadedModel) -> None:
+    ids = tiny_lm.tokenizer("the quick brown fox jumps over the lazy dog").input_ids
+    eager = score_tokens(tiny_lm, [ids], top_k=3, compiled=False)[0]
+    fused = score_tokens(tiny_lm, [ids], top_k=3, compiled=True)[0]
+    assert torch.equal(eager.ranks, fused.ranks)
+    assert torch.allclose(eager.logprobs, fused.logprobs, atol=1e-5)
+    assert torch.equal(eager.top_ids, fused.top_ids)
