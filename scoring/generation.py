@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache, PretrainedConfig
+from transformers.cache_utils import DynamicLayer
 
 from scoring.model import LoadedModel
 
@@ -104,6 +105,61 @@ def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
+class GrowingLayer(DynamicLayer):
+    """A KV cache layer that appends into spare capacity instead of re-concatenating.
+
+    ``DynamicLayer`` copies its whole cache at every decode step (``torch.cat``): 14% of a batch-16
+    CPU step on the demo model. Here a step writes only its new positions and capacity doubles
+    when full. ``DecodeBatch`` replaces ``keys``/``values`` when rows join or leave; the next
+    update sees a tensor that is not its own view and re-buffers it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self._view: torch.Tensor | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        have = self.keys.shape[-2] if self.keys.dim() == 4 else 0
+        need = have + key_states.shape[-2]
+        if self.keys is not self._view or self._k is None or need > self._k.shape[-2]:
+            capacity = max(2 * need, 64)
+            b, h, _, d = key_states.shape  # (B, heads, T, head_dim)
+            self._k = key_states.new_empty((b, h, capacity, d))
+            self._v = value_states.new_empty((b, h, capacity, value_states.shape[-1]))
+            if have:
+                self._k[:, :, :have], self._v[:, :, :have] = self.keys, self.values
+        assert self._v is not None
+        self._k[:, :, have:need], self._v[:, :, have:need] = key_states, value_states
+        self.keys, self.values = self._k[:, :, :need], self._v[:, :, :need]
+        self._view = self.keys
+        return self.keys, self.values
+
+
+def new_cache(
+    config: PretrainedConfig, data: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+) -> DynamicCache:
+    """A decode cache of ``GrowingLayer``s, optionally holding ``data`` per layer already."""
+    cache = DynamicCache(config=config)
+    cache.layers = [GrowingLayer() for _ in cache.layers]
+    for layer, (keys, values) in zip(cache.layers, data or [], strict=False):
+        layer.update(keys, values)
+    return cache
+
+
+def common_prefix(sequences: list[list[int]], limit: int) -> int:
+    """Length of the prefix all ``sequences`` share, at most ``limit``."""
+    length = 0
+    while length < limit and all(seq[length] == sequences[0][length] for seq in sequences):
+        length += 1
+    return length
+
+
 @dataclass
 class PrefixCache:
     """The KV cache of the last admitted prompt, reused for the prefix new prompts share with it.
@@ -119,15 +175,13 @@ class PrefixCache:
     def shared_length(self, prompts: list[list[int]]) -> int:
         """Tokens every prompt shares with the cached one; each keeps at least one to prefill."""
         limit = min(len(self.ids), *(len(p) - 1 for p in prompts))
-        length = 0
-        while length < limit and all(p[length] == self.ids[length] for p in prompts):
-            length += 1
+        length = common_prefix([self.ids, *prompts], limit) if self.ids else 0
         return length if length >= self.min_tokens else 0
 
     def seed(self, length: int, rows: int, config: PretrainedConfig) -> DynamicCache:
         """A cache holding the first ``length`` cached positions for each of ``rows`` rows."""
         if not length:
-            return DynamicCache(config=config)
+            return new_cache(config)
         data = [
             (
                 k[:, :, :length].expand(rows, -1, -1, -1).contiguous(),
@@ -135,7 +189,7 @@ class PrefixCache:
             )
             for k, v in self.layers
         ]
-        return DynamicCache(data, config=config)
+        return new_cache(config, data)
 
     def remember(self, ids: list[int], cache: DynamicCache, mask: torch.Tensor) -> None:
         """Keep row 0's prompt: its unmasked cache columns, in order."""
@@ -169,8 +223,11 @@ class DecodeBatch:
         now = time.monotonic()
         for row in new_rows:
             row.admitted = now
+        prompts = [r.prompt_ids for r in new_rows]
+        shared = self.prefix.shared_length(prompts)
+        if not shared and len(prompts) > 1:
+            shared = self._prime(prompts)
         pad = self.lm.tokenizer.pad_token_id
-        shared = self.prefix.shared_length([r.prompt_ids for r in new_rows])
         suffixes = [r.prompt_ids[shared:] for r in new_rows]
         width = max(map(len, suffixes))
         ids = torch.tensor([[pad] * (width - len(s)) + s for s in suffixes], device=self.lm.device)
@@ -193,6 +250,19 @@ class DecodeBatch:
         self._merge(new_rows, cache, mask)
         self.next_tokens = torch.cat([self.next_tokens, tokens.to(self.lm.device)])
         return self._record(tokens, offset=len(self.rows) - len(new_rows))
+
+    def _prime(self, prompts: list[list[int]]) -> int:
+        """Prefill the prefix new prompts share among themselves once, into the prefix cache."""
+        length = common_prefix(prompts, min(map(len, prompts)) - 1)
+        if length < self.prefix.min_tokens:
+            return 0
+        ids = torch.tensor([prompts[0][:length]], device=self.lm.device)
+        cache = new_cache(self.lm.model.config)
+        self.lm.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.prefix.remember(
+            prompts[0][:length], cache, torch.ones(length, dtype=torch.long, device=self.lm.device)
+        )
+        return length
 
     @torch.inference_mode()
     def step(self) -> list[Row]:

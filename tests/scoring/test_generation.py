@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from scoring.batching import plain_generate
-from scoring.generation import DecodeBatch, PrefixCache, Row, SamplingParams, generate
+from scoring.generation import (
+    DecodeBatch,
+    GrowingLayer,
+    PrefixCache,
+    Row,
+    SamplingParams,
+    generate,
+)
 from scoring.model import LoadedModel
 
 QUESTIONS = [
@@ -120,3 +127,35 @@ def test_prompts_sharing_the_chat_preamble_hit_the_prefix_cache(demo_lm: LoadedM
     while len(batch):
         batch.step()
     assert [r.result().text for r in rows] == fresh
+
+
+def test_growing_layer_appends_without_copying_and_rebuffers_after_edits() -> None:
+    layer = GrowingLayer()
+    keys = torch.randn(2, 3, 5, 4)
+    layer.update(keys, keys + 1)
+    buffer = layer._k
+    step = torch.randn(2, 3, 1, 4)
+    out_keys, out_values = layer.update(step, step)
+    assert layer._k is buffer  # appended in place
+    assert torch.equal(out_keys, torch.cat([keys, step], dim=2))
+    assert torch.equal(out_values, torch.cat([keys + 1, step], dim=2))
+    layer.keys, layer.values = layer.keys[:1], layer.values[:1]  # a row left the batch
+    out_keys, _ = layer.update(step[:1], step[:1])
+    assert torch.equal(out_keys, torch.cat([keys[:1], step[:1], step[:1]], dim=2))
+
+
+def test_a_new_group_primes_the_prefix_it_shares(tiny_lm: LoadedModel) -> None:
+    preamble = tiny_lm.tokenizer("the quick brown fox jumps over the lazy dog and").input_ids
+    prompts = [preamble + tiny_lm.tokenizer(f" hello {w}").input_ids for w in ("a", "bb", "ccc")]
+    params = SamplingParams(max_new_tokens=4)
+    alone = [generate(tiny_lm, [p], [params])[0].text for p in prompts]
+    batch = DecodeBatch(tiny_lm)
+    rows = [Row(p, params) for p in prompts]
+    primed: list[int] = []
+    prime = batch._prime
+    batch._prime = lambda group: primed.append(prime(group)) or primed[-1]  # type: ignore[method-assign]
+    batch.admit(rows)
+    assert primed[0] >= len(preamble) - 1  # the shared preamble was prefilled once
+    while len(batch):
+        batch.step()
+    assert [r.result().text for r in rows] == alone
