@@ -97,7 +97,7 @@ def serial_baseline(model_dir: Path, args: argparse.Namespace) -> RunResult:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--baseline-requests", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="requests per client")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
