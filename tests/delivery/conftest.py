@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from safetensors.torch import save_file
 from delivery.environment import EnvironmentSpec, register_environment
 from delivery.fake import FakeWorkspace
 from delivery.packaging import LocalFolder, package_model, register_model
-from delivery.rollout import DeploymentSpec, RolloutPolicy
+from delivery.rollout import DeploymentSpec, RolloutPolicy, RolloutResult, rollout
 
 ENDPOINT = "byom-generate-dev"
 
@@ -84,3 +85,10 @@ def register_spec(
     }
     values.update(overrides)
     return DeploymentSpec(**values)
+
+
+def deploy(
+    workspace: FakeWorkspace, spec: DeploymentSpec, policy: RolloutPolicy, **kwargs: Any
+) -> RolloutResult:
+    """Roll ``spec`` out to the test endpoint without waiting between polls."""
+    return rollout(workspace, ENDPOINT, spec, policy, sleep=lambda _: None, **kwargs)

@@ -21,7 +21,7 @@ from delivery.rollout import (
     rollout,
 )
 from delivery.smoke import SmokeTestError
-from tests.delivery.conftest import ENDPOINT, register_spec, write_tiny_model
+from tests.delivery.conftest import ENDPOINT, deploy, register_spec, write_tiny_model
 
 
 def _broken(endpoint: str, deployment: str, request: str) -> str:
@@ -52,7 +52,7 @@ def test_first_deploy_takes_all_traffic_after_a_smoke_test(
     fake: FakeWorkspace, first_spec: DeploymentSpec, fast_policy: RolloutPolicy
 ) -> None:
     """On an empty endpoint: create blue, wait until ready, smoke it, then give it 100%."""
-    result = rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
+    result = deploy(fake, first_spec, fast_policy)
     assert result.live == "blue"
     assert result.previous is None
     assert result.changed
@@ -73,11 +73,11 @@ def test_a_new_model_version_rolls_out_blue_green_in_steps(
     fast_policy: RolloutPolicy,
 ) -> None:
     """v2 goes to green at 0%, is smoke-tested, then takes 10% and 100%; blue stays as standby."""
-    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
+    deploy(fake, first_spec, fast_policy)
     fake.mutations.clear()
     fake.invocations.clear()
 
-    result = rollout(fake, ENDPOINT, second_spec, fast_policy, sleep=lambda _: None)
+    result = deploy(fake, second_spec, fast_policy)
 
     assert (result.live, result.previous) == ("green", "blue")
     assert result.history == ({"green": 10, "blue": 90}, {"green": 100, "blue": 0})
@@ -97,10 +97,10 @@ def test_a_failing_smoke_test_keeps_the_old_traffic(
     fast_policy: RolloutPolicy,
 ) -> None:
     """A wrong response shape fails the rollout with the reason; blue keeps 100%."""
-    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
+    deploy(fake, first_spec, fast_policy)
     fake.respond(ENDPOINT, "green", _broken)
     with pytest.raises(SmokeTestError, match="missing 'finish_reason'; missing 'usage'") as error:
-        rollout(fake, ENDPOINT, second_spec, fast_policy, sleep=lambda _: None)
+        deploy(fake, second_spec, fast_policy)
     assert error.value.deployment == "green"
     assert fake.traffic(ENDPOINT) == {"blue": 100}
     assert not any(m[0] == "set_traffic" for m in fake.mutations[-1:])
@@ -113,10 +113,10 @@ def test_an_invoke_error_is_a_failed_smoke_test(
     fast_policy: RolloutPolicy,
 ) -> None:
     """An HTTP error from the new deployment is reported and traffic does not move."""
-    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
+    deploy(fake, first_spec, fast_policy)
     fake.fail_next("invoke", HttpResponseError("(424) model error: CUDA out of memory"))
     with pytest.raises(SmokeTestError, match="CUDA out of memory"):
-        rollout(fake, ENDPOINT, second_spec, fast_policy, sleep=lambda _: None)
+        deploy(fake, second_spec, fast_policy)
     assert fake.traffic(ENDPOINT) == {"blue": 100}
 
 
@@ -127,7 +127,7 @@ def test_a_failure_after_the_first_step_returns_traffic_to_the_old_slot(
     fast_policy: RolloutPolicy,
 ) -> None:
     """If the re-check at 10% fails, blue gets its 100% back before the error is raised."""
-    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
+    deploy(fake, first_spec, fast_policy)
     answers = iter([None, _broken])  # first smoke passes (canned), re-check at 10% is broken
 
     def flaky(endpoint: str, deployment: str, request: str) -> str:
@@ -138,7 +138,7 @@ def test_a_failure_after_the_first_step_returns_traffic_to_the_old_slot(
 
     fake.respond(ENDPOINT, "green", flaky)
     with pytest.raises(SmokeTestError):
-        rollout(fake, ENDPOINT, second_spec, fast_policy, sleep=lambda _: None)
+        deploy(fake, second_spec, fast_policy)
     traffic_updates = [json.loads(m[2]) for m in fake.mutations if m[0] == "set_traffic"]
     assert traffic_updates[-2:] == [{"green": 10, "blue": 90}, {"blue": 100}]
     assert fake.traffic(ENDPOINT) == {"blue": 100}
@@ -151,11 +151,11 @@ def test_failed_provisioning_keeps_traffic_and_says_so(
     fast_policy: RolloutPolicy,
 ) -> None:
     """A deployment that ends Failed never gets traffic or a smoke request."""
-    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
+    deploy(fake, first_spec, fast_policy)
     fake.invocations.clear()
     fake.fail_provisioning(ENDPOINT, "green")
     with pytest.raises(RolloutError, match="provisioning ended Failed; traffic unchanged"):
-        rollout(fake, ENDPOINT, second_spec, fast_policy, sleep=lambda _: None)
+        deploy(fake, second_spec, fast_policy)
     assert fake.traffic(ENDPOINT) == {"blue": 100}
     assert fake.invocations == []
 
@@ -183,11 +183,11 @@ def test_an_unchanged_rerun_does_nothing(
     fast_policy: RolloutPolicy,
 ) -> None:
     """Re-running with the live spec makes no create, traffic or invoke call."""
-    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
-    rollout(fake, ENDPOINT, second_spec, fast_policy, sleep=lambda _: None)
+    deploy(fake, first_spec, fast_policy)
+    deploy(fake, second_spec, fast_policy)
     fake.mutations.clear()
     fake.invocations.clear()
-    result = rollout(fake, ENDPOINT, second_spec, fast_policy, sleep=lambda _: None)
+    result = deploy(fake, second_spec, fast_policy)
     assert not result.changed
     assert (result.live, result.previous) == ("green", "blue")
     assert fake.mutations == []
@@ -201,7 +201,7 @@ def test_an_interrupted_rollout_resumes_without_a_new_deployment(
     fast_policy: RolloutPolicy,
 ) -> None:
     """If green already runs the new spec at 10%, the rerun only re-checks and finishes."""
-    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
+    deploy(fake, first_spec, fast_policy)
     fake.set_traffic(ENDPOINT, {"blue": 100}, {})
     fake.begin_create_or_update_deployment(second_spec.to_deployment(ENDPOINT, "green"))
     fake.get_deployment(ENDPOINT, "green")
@@ -209,7 +209,7 @@ def test_an_interrupted_rollout_resumes_without_a_new_deployment(
     fake.set_traffic(ENDPOINT, {"blue": 90, "green": 10}, {})
     fake.mutations.clear()
 
-    result = rollout(fake, ENDPOINT, second_spec, fast_policy, sleep=lambda _: None)
+    result = deploy(fake, second_spec, fast_policy)
 
     assert result.live == "green"
     assert [m[0] for m in fake.mutations] == ["set_traffic"]
@@ -225,7 +225,7 @@ def test_a_newer_spec_takes_back_traffic_from_an_abandoned_slot(
     code_dir: Path,
 ) -> None:
     """If green holds 10% of an abandoned v2 and v3 arrives, blue gets 100% back, then v3 steps."""
-    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
+    deploy(fake, first_spec, fast_policy)
     fake.begin_create_or_update_deployment(second_spec.to_deployment(ENDPOINT, "green"))
     fake.get_deployment(ENDPOINT, "green")
     fake.get_deployment(ENDPOINT, "green")
@@ -233,7 +233,7 @@ def test_a_newer_spec_takes_back_traffic_from_an_abandoned_slot(
     third_spec = register_spec(fake, write_tiny_model(tmp_path / "v3", seed=3), code_dir)
     fake.mutations.clear()
 
-    result = rollout(fake, ENDPOINT, third_spec, fast_policy, sleep=lambda _: None)
+    result = deploy(fake, third_spec, fast_policy)
 
     assert result.history == ({"green": 10, "blue": 90}, {"green": 100, "blue": 0})
     assert fake.mutations[:2] == [
@@ -248,8 +248,8 @@ def test_mirror_first_copies_traffic_before_shifting(
 ) -> None:
     """With mirror_percent, green first receives a mirrored share, then live steps."""
     policy = RolloutPolicy(traffic_steps=(50, 100), mirror_percent=20, step_wait_s=0)
-    rollout(fake, ENDPOINT, first_spec, policy, sleep=lambda _: None)
-    rollout(fake, ENDPOINT, second_spec, policy, sleep=lambda _: None)
+    deploy(fake, first_spec, policy)
+    deploy(fake, second_spec, policy)
     updates = [
         (json.loads(m[2]), json.loads(m[3])) for m in fake.mutations if m[0] == "set_traffic"
     ]
@@ -267,8 +267,8 @@ def test_rollback_returns_all_traffic_to_the_previous_slot(
     fast_policy: RolloutPolicy,
 ) -> None:
     """After v2 is live on green, rollback puts blue (v1) back at 100% in one update."""
-    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
-    rollout(fake, ENDPOINT, second_spec, fast_policy, sleep=lambda _: None)
+    deploy(fake, first_spec, fast_policy)
+    deploy(fake, second_spec, fast_policy)
     result = rollback(fake, ENDPOINT)
     assert (result.live, result.previous) == ("blue", "green")
     assert fake.traffic(ENDPOINT) == {"blue": 100, "green": 0}
@@ -278,7 +278,7 @@ def test_rollback_without_a_standby_refuses(
     fake: FakeWorkspace, first_spec: DeploymentSpec, fast_policy: RolloutPolicy
 ) -> None:
     """With only one deployment there is nothing to roll back to; traffic is untouched."""
-    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
+    deploy(fake, first_spec, fast_policy)
     with pytest.raises(RolloutError, match="no previous deployment"):
         rollback(fake, ENDPOINT)
     assert fake.traffic(ENDPOINT) == {"blue": 100}
@@ -289,8 +289,8 @@ def test_without_keep_previous_the_old_slot_is_deleted(
 ) -> None:
     """keep_previous=False deletes the old deployment once it has 0% traffic."""
     policy = RolloutPolicy(step_wait_s=0, keep_previous=False)
-    rollout(fake, ENDPOINT, first_spec, policy, sleep=lambda _: None)
-    result = rollout(fake, ENDPOINT, second_spec, policy, sleep=lambda _: None)
+    deploy(fake, first_spec, policy)
+    result = deploy(fake, second_spec, policy)
     assert result.previous is None
     assert (ENDPOINT, "blue") not in fake.deployments
     assert fake.traffic(ENDPOINT) == {"green": 100}
@@ -300,12 +300,12 @@ def test_capacity_changes_scale_in_place_unless_autoscale_owns_them(
     fake: FakeWorkspace, first_spec: DeploymentSpec, fast_policy: RolloutPolicy
 ) -> None:
     """instance_count is not a new deployment: it updates blue in place, or is left to autoscale."""
-    rollout(fake, ENDPOINT, first_spec, fast_policy, sleep=lambda _: None)
+    deploy(fake, first_spec, fast_policy)
     bigger = replace(first_spec, instance_count=3)
     fake.mutations.clear()
-    rollout(fake, ENDPOINT, bigger, replace(fast_policy, autoscale=True), sleep=lambda _: None)
+    deploy(fake, bigger, replace(fast_policy, autoscale=True))
     assert fake.mutations == []
-    result = rollout(fake, ENDPOINT, bigger, fast_policy, sleep=lambda _: None)
+    result = deploy(fake, bigger, fast_policy)
     assert result.live == "blue"
     assert fake.mutations == [("create_or_update_deployment", ENDPOINT, "blue")]
     assert fake.deployments[(ENDPOINT, "blue")].entity.instance_count == 3

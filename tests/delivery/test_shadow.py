@@ -15,7 +15,7 @@ from delivery.stages import AlertFiredError
 from scoring.model import LoadedModel
 from scoring.service import ScoringService
 from scoring.settings import ScoringSettings
-from tests.delivery.conftest import ENDPOINT, register_spec, write_tiny_model
+from tests.delivery.conftest import ENDPOINT, deploy, register_spec, write_tiny_model
 from tests.delivery.test_gate import with_scaled_head
 
 RULES = ("alert-byom-dev-generate-5xx", "alert-byom-dev-generate-p95")
@@ -47,7 +47,7 @@ def live_blue(
     """Blue live with all traffic, answering with the tiny model."""
     fake.respond(ENDPOINT, "blue", serve(tiny_lm))
     first = register_spec(fake, tiny_model, code_dir)
-    rollout(fake, ENDPOINT, first, shadow_policy(), alerts=fake, sleep=lambda _: None)
+    deploy(fake, first, shadow_policy(), alerts=fake)
     assert fake.traffic(ENDPOINT) == {"blue": 100}
     fake.mutations.clear()
     fake.invocations.clear()
@@ -71,7 +71,7 @@ def test_shadow_gate_passes_then_steps_reach_full_traffic(
     """Green is smoked, probed against blue at 0%, then moves 10 -> 50 -> 100."""
     fake = live_blue
     fake.respond(ENDPOINT, "green", serve(tiny_lm))
-    result = rollout(fake, ENDPOINT, second, shadow_policy(), alerts=fake, sleep=lambda _: None)
+    result = deploy(fake, second, shadow_policy(), alerts=fake)
     assert traffic_updates(fake) == [
         {"green": 10, "blue": 90},
         {"green": 50, "blue": 50},
@@ -91,7 +91,7 @@ def test_a_failing_gate_keeps_all_traffic_on_the_current_slot(
     fake = live_blue
     fake.respond(ENDPOINT, "green", serve(with_scaled_head(tiny_lm, 4.0)))
     with pytest.raises(GateFailedError, match="FAIL mean log-prob drop") as error:
-        rollout(fake, ENDPOINT, second, shadow_policy(), alerts=fake, sleep=lambda _: None)
+        deploy(fake, second, shadow_policy(), alerts=fake)
     assert not error.value.report.passed
     assert all(t.get("green", 0) == 0 for t in traffic_updates(fake))
     assert fake.traffic(ENDPOINT) == {"blue": 100}
@@ -124,7 +124,7 @@ def test_an_alert_on_the_current_slot_does_not_block_the_new_one(
     fake = live_blue
     fake.respond(ENDPOINT, "green", serve(tiny_lm))
     fake.fire_alert(ENDPOINT, RULES[1], "blue")
-    result = rollout(fake, ENDPOINT, second, shadow_policy(), alerts=fake, sleep=lambda _: None)
+    result = deploy(fake, second, shadow_policy(), alerts=fake)
     assert result.traffic == {"green": 100, "blue": 0}
 
 

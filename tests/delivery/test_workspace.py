@@ -11,9 +11,9 @@ from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint
 from azure.core.exceptions import ResourceNotFoundError
 
 from delivery.fake import FakeWorkspace
-from delivery.rollout import DeploymentSpec, RolloutPolicy, rollout
+from delivery.rollout import DeploymentSpec, RolloutPolicy
 from delivery.workspace import AzureMLWorkspace, DeploymentState, WorkspaceRef
-from tests.delivery.conftest import ENDPOINT, register_spec, write_tiny_model
+from tests.delivery.conftest import ENDPOINT, deploy, register_spec, write_tiny_model
 
 WORKSPACE_ID = (
     "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-byom-dev"
@@ -116,7 +116,7 @@ def test_a_stale_succeeded_of_the_old_spec_is_not_ready(tmp_path: Path, code_dir
         for i in range(3)
     ]
     for spec in specs:  # v0 -> blue, v1 -> green, v2 -> blue again (an update of a slot)
-        rollout(fake, ENDPOINT, spec, policy, sleep=lambda _: None)
+        deploy(fake, spec, policy)
     live = fake.deployments[(ENDPOINT, "blue")].entity
     assert live.model == specs[2].model
     assert fake.traffic(ENDPOINT) == {"blue": 100, "green": 0}
