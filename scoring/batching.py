@@ -19,7 +19,14 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import GenerationConfig
 
-from scoring.generation import DecodeBatch, Generation, Row, SamplingParams
+from scoring.generation import (
+    DecodeBatch,
+    Generation,
+    Row,
+    SamplingParams,
+    cut_at_stop,
+    eos_ids,
+)
 from scoring.model import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -158,7 +165,7 @@ def plain_generate(lm: LoadedModel, prompt_ids: list[int], params: SamplingParam
         top_k=(params.top_k or None) if sampling else None,
         stop_strings=list(params.stop) or None,
         pad_token_id=lm.tokenizer.pad_token_id,
-        eos_token_id=lm.model.generation_config.eos_token_id,
+        eos_token_id=sorted(eos_ids(lm)),
     )
     if params.seed is not None:
         torch.manual_seed(params.seed)  # global RNG: safe only because calls are serialised
@@ -171,11 +178,9 @@ def plain_generate(lm: LoadedModel, prompt_ids: list[int], params: SamplingParam
             tokenizer=lm.tokenizer,
         )
     new = out[0, len(prompt_ids) :].tolist()
-    eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
-    ended = bool(new) and new[-1] in eos
+    ended = bool(new) and new[-1] in eos_ids(lm)
     tokens = new[:-1] if ended else new
     text = lm.tokenizer.decode(tokens, skip_special_tokens=True)
-    cut = min((i for s in params.stop if (i := text.find(s)) >= 0), default=-1)
-    if cut >= 0:
-        text, ended = text[:cut], True
+    text, stopped = cut_at_stop(text, params.stop)
+    ended = ended or stopped
     return Generation(text, "stop" if ended else "length", len(prompt_ids), len(tokens))

@@ -71,6 +71,19 @@ class Row:
         )
 
 
+def eos_ids(lm: LoadedModel) -> set[int]:
+    """The ids that end a generation: the generation config's, else the tokenizer's."""
+    eos = lm.model.generation_config.eos_token_id
+    eos = eos if eos is not None else lm.tokenizer.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos])
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """The text before the earliest stop string (excluded, as OpenAI does), and whether one hit."""
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
 def sample_next(logits: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
     """Pick one token per row with that row's temperature, top-k, top-p and generator."""
     # logits: (B, V) float32
@@ -210,9 +223,7 @@ class DecodeBatch:
         self.mask = torch.zeros((0, 0), dtype=torch.long, device=lm.device)  # (B, T)
         self.next_tokens = torch.zeros((0,), dtype=torch.long, device=lm.device)  # (B,)
         self.prefix = PrefixCache()
-        eos = lm.model.generation_config.eos_token_id
-        eos = eos if eos is not None else lm.tokenizer.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.eos_ids = eos_ids(lm)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -301,9 +312,9 @@ class DecodeBatch:
             return
         row.generated.append(token)
         row.text = self.lm.tokenizer.decode(row.generated, skip_special_tokens=True)
-        cut = min((i for s in row.params.stop if (i := row.text.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            row.text, row.finish_reason = row.text[:cut], "stop"
+        row.text, stopped = cut_at_stop(row.text, row.params.stop)
+        if stopped:
+            row.finish_reason = "stop"
         elif len(row.generated) >= row.params.max_new_tokens:
             row.finish_reason = "length"
 
