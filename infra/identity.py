@@ -77,21 +77,16 @@ class Identity(pulumi.ComponentResource):
                 opts=child,
             )
 
-        endpoint = managedidentity.UserAssignedIdentity(
-            f"{name}-endpoint",
-            resource_name_=n.name(Kind.MANAGED_IDENTITY, "endpoint"),
-            resource_group_name=args.resource_group_name,
-            location=args.location,
-            tags=tags,
-            opts=child,
-        )
-        compute = managedidentity.UserAssignedIdentity(
-            f"{name}-compute",
-            resource_name_=n.name(Kind.MANAGED_IDENTITY, "compute"),
-            resource_group_name=args.resource_group_name,
-            location=args.location,
-            tags=tags,
-            opts=child,
+        endpoint, compute = (
+            managedidentity.UserAssignedIdentity(
+                f"{name}-{role}",
+                resource_name_=n.name(Kind.MANAGED_IDENTITY, role),
+                resource_group_name=args.resource_group_name,
+                location=args.location,
+                tags=tags,
+                opts=child,
+            )
+            for role in ("endpoint", "compute")
         )
 
         # A system-assigned endpoint identity gets these three automatically; a user-assigned
