@@ -80,6 +80,11 @@ def _field_error(status: int, name: str, message: str) -> ClientError:
     return ClientError(status, f"{name}: {message}", [ErrorDetail(field=name, message=message)])
 
 
+def _retry_later(status: int, message: str) -> ClientError:
+    """A refusal the client should retry (queue full, deadline passed), with ``Retry-After``."""
+    return ClientError(status, message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def _validation_error(error: ValidationError) -> ClientError:
     details = [
         ErrorDetail(field=".".join(map(str, e["loc"])) or "body", message=e["msg"])
@@ -98,11 +103,7 @@ class _Gate:
 
     def __enter__(self) -> None:
         if not self._room.acquire(blocking=False):
-            raise ClientError(
-                429,
-                "analysis queue is full; retry later",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            )
+            raise _retry_later(429, "analysis queue is full; retry later")
         self._slots.acquire()
 
     def __exit__(self, *exc: object) -> None:
@@ -248,17 +249,9 @@ class ScoringService:
         try:
             result = self.engine.submit(ids, params, self.settings.request_timeout_s)
         except QueueFullError as error:
-            raise ClientError(
-                429,
-                f"generation queue is full ({error}); retry later",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            ) from None
+            raise _retry_later(429, f"generation queue is full ({error}); retry later") from None
         except DeadlineExceededError as error:
-            raise ClientError(
-                503,
-                f"generation did not finish in time: {error}",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            ) from None
+            raise _retry_later(503, f"generation did not finish in time: {error}") from None
         trace.tokens_out, trace.finish_reason = result.completion_tokens, result.finish_reason
         trace.queue_wait_ms = result.queue_wait_s * 1000
         wanted, trace.perplexity_skipped = self.metrics.wants_generated_perplexity()
@@ -340,26 +333,22 @@ class ScoringService:
         return score_tokens(self.lm, batch, top_k, chunk, compiled)
 
     def _describe(self, scores: TokenScores) -> TextAnalysis:
-        decode = self.lm.tokenizer.decode
         logprobs, ranks = scores.logprobs.tolist(), scores.ranks.tolist()
         top_ids, top_lps = scores.top_ids.tolist(), scores.top_logprobs.tolist()
+        # One batched decode of every distinct id (text and alternatives), not one call per use.
+        unique = sorted({*scores.ids, *(t for row in top_ids for t in row)})
+        text = dict(zip(unique, self.lm.tokenizer.batch_decode([[t] for t in unique]), strict=True))
         tokens = [
-            TokenInfo(
-                id=scores.ids[0], token=decode([scores.ids[0]]), logprob=None, rank=None, top=[]
-            )
+            TokenInfo(id=scores.ids[0], token=text[scores.ids[0]], logprob=None, rank=None, top=[])
         ]
         for i, token_id in enumerate(scores.ids[1:]):
             top = [
-                {"id": t, "token": decode([t]), "logprob": lp}
+                {"id": t, "token": text[t], "logprob": lp}
                 for t, lp in zip(top_ids[i], top_lps[i], strict=True)
             ]
             tokens.append(
                 TokenInfo(
-                    id=token_id,
-                    token=decode([token_id]),
-                    logprob=logprobs[i],
-                    rank=ranks[i],
-                    top=top,
+                    id=token_id, token=text[token_id], logprob=logprobs[i], rank=ranks[i], top=top
                 )
             )
         mean = sum(logprobs) / len(logprobs) if logprobs else None
