@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import GenerationConfig
 
+from scoring.engine import DeadlineExceededError, Job, QueueFullError
 from scoring.generation import (
     DecodeBatch,
     Generation,
@@ -30,14 +31,6 @@ from scoring.generation import (
 from scoring.model import LoadedModel
 
 log = logging.getLogger(__name__)
-
-
-class QueueFullError(Exception):
-    """The queue is full; retry later."""
-
-
-class DeadlineExceededError(Exception):
-    """The request did not finish within its time budget."""
 
 
 @dataclass(eq=False)
@@ -61,9 +54,10 @@ class GenerationEngine:
     def queued(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams, timeout_s: float) -> Generation:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, job: Job) -> Generation:
         """Generate for one prompt; blocks the calling thread, not the batch."""
-        row = _Pending(prompt_ids, params, deadline=time.monotonic() + timeout_s)
+        timeout_s = job.remaining()
+        row = _Pending(prompt_ids, params, deadline=job.deadline)
         try:
             self._queue.put_nowait(row)
         except queue.Full:
@@ -138,7 +132,8 @@ class SerialEngine:
         self._model_lock = threading.Lock()
         self._room = threading.BoundedSemaphore(max_queue + 1)
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams, timeout_s: float) -> Generation:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, job: Job) -> Generation:
+        timeout_s = max(job.remaining(), 0.0)
         if not self._room.acquire(blocking=False):
             raise QueueFullError("the serial engine's queue is full")
         try:

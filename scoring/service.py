@@ -16,12 +16,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from scoring.analysis import TokenScores, bucket_counts, perplexity, score_tokens
-from scoring.batching import (
-    DeadlineExceededError,
-    GenerationEngine,
-    QueueFullError,
-    SerialEngine,
-)
+from scoring.batching import GenerationEngine, SerialEngine
+from scoring.engine import DeadlineExceededError, Job, QueueFullError
 from scoring.generation import SamplingParams
 from scoring.metrics import MetricsRecorder, RequestMetrics, pooled
 from scoring.model import LoadedModel
@@ -168,7 +164,7 @@ class ScoringService:
         start = time.perf_counter()
         ids = self.lm.tokenizer("Hello").input_ids or [0]
         if self.engine is not None:
-            self.engine.submit(ids, SamplingParams(1, 0.0, 1.0, 0, (), None), 300.0)
+            self.engine.submit(ids, SamplingParams(1, 0.0, 1.0, 0, (), None), Job.within(300.0))
         if Pattern.ANALYZE in self.settings.patterns:
             self._score([ids * 2], top_k=1)  # also compiles the analysis kernel
         return time.perf_counter() - start
@@ -247,7 +243,7 @@ class ScoringService:
             request.seed,
         )
         try:
-            result = self.engine.submit(ids, params, self.settings.request_timeout_s)
+            result = self.engine.submit(ids, params, Job.within(self.settings.request_timeout_s))
         except QueueFullError as error:
             raise _retry_later(429, f"generation queue is full ({error}); retry later") from None
         except DeadlineExceededError as error:

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from scoring import generation
-from scoring.batching import GenerationEngine, QueueFullError
+from scoring.batching import GenerationEngine
+from scoring.engine import Job, QueueFullError
 from scoring.generation import SamplingParams
 from scoring.model import LoadedModel
 from scoring.service import ScoringService
@@ -132,7 +133,9 @@ def test_full_queue_answers_429_at_once_and_late_requests_503(
     prompt, params = tiny_lm.tokenizer("hello").input_ids, SamplingParams(max_new_tokens=2)
     results: list[object] = []
     workers = [
-        threading.Thread(target=lambda: results.append(engine.submit(prompt, params, 30)))
+        threading.Thread(
+            target=lambda: results.append(engine.submit(prompt, params, Job.within(30)))
+        )
         for _ in range(3)
     ]
     for worker in workers:
@@ -140,7 +143,7 @@ def test_full_queue_answers_429_at_once_and_late_requests_503(
         time.sleep(0.2)  # one in the loop (blocked), two waiting: the queue is full
     started = time.monotonic()
     with pytest.raises(QueueFullError):
-        engine.submit(prompt, params, 30)
+        engine.submit(prompt, params, Job.within(30))
     assert time.monotonic() - started < 0.5
     release.set()
     for worker in workers:

@@ -1,0 +1,63 @@
+"""The engine seam: what the service asks of any generation engine, whatever runs the model.
+
+Engines (``continuous``: this project's batching loop, ``serial``: plain ``generate()``, ``vllm``)
+differ in how they run the model; the service above them (schemas, limits, patterns, errors,
+metrics, capture) is one and the same. A request travels with a :class:`Job`, which carries what
+the engine must honour: the deadline, the client's cancellation and, for streaming, where each
+decoded piece of text goes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from scoring.generation import Generation, SamplingParams
+
+
+class QueueFullError(Exception):
+    """The queue is full; retry later."""
+
+
+class DeadlineExceededError(Exception):
+    """The request did not finish within its time budget."""
+
+
+class CancelledError(Exception):
+    """The client went away; its work was stopped."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's handle from arrival to answer, shared by the caller and the engine.
+
+    ``deadline`` is on the ``time.monotonic()`` clock and counts from arrival, queue wait
+    included. Setting ``cancelled`` asks the engine to drop the work within one decode step.
+    ``on_text``, when set, receives each new piece of generated text in order; the pieces joined
+    equal the final text.
+    """
+
+    deadline: float
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    on_text: Callable[[str], None] | None = None
+
+    @classmethod
+    def within(cls, timeout_s: float, **kwargs: object) -> Job:
+        return cls(deadline=time.monotonic() + timeout_s, **kwargs)  # type: ignore[arg-type]
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+class Engine(Protocol):
+    """What the service needs from a generation engine."""
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, job: Job) -> Generation:
+        """Generate for one prompt; blocks the calling thread until the result or an error.
+
+        Raises :class:`QueueFullError`, :class:`DeadlineExceededError` or :class:`CancelledError`.
+        """
+        ...
