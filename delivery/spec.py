@@ -2,7 +2,8 @@
 
 `DeploymentSpec` is one slot's deployment (model, environment, SKU, probes, data collection);
 `RolloutPolicy` is how traffic reaches it (shadow gate, mirror, steps, bake, watched alerts).
-Both round-trip through `to_props`/`from_props`, the shape the dynamic provider stores.
+Both round-trip through `to_props`/`from_props`, the shape the dynamic provider stores. Nothing
+here imports azure-ai-ml: `delivery.workspace.deployment_entity` builds the Azure entities.
 """
 
 from __future__ import annotations
@@ -11,17 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
-
-from azure.ai.ml.entities import (
-    CodeConfiguration,
-    DataCollector,
-    DeploymentCollection,
-    ManagedOnlineDeployment,
-    OnlineRequestSettings,
-    ProbeSettings,
-)
 
 from delivery.gate import GatePolicy
 from delivery.smoke import smoke_case
@@ -41,16 +32,6 @@ class ProbeSpec:
     timeout_s: int = 2
     failure_threshold: int = 30
     success_threshold: int = 1
-
-    def to_settings(self) -> ProbeSettings:
-        """The azure-ai-ml probe settings."""
-        return ProbeSettings(
-            initial_delay=self.initial_delay_s,
-            period=self.period_s,
-            timeout=self.timeout_s,
-            failure_threshold=self.failure_threshold,
-            success_threshold=self.success_threshold,
-        )
 
 
 ROLLING_RATES = ("Minute", "Hour", "Day")
@@ -76,16 +57,6 @@ class DataCollectionSpec:
             raise ValueError(
                 f"rolling_rate must be one of {', '.join(ROLLING_RATES)}, got {self.rolling_rate!r}"
             )
-
-    def to_collector(self) -> DataCollector | None:
-        """The azure-ai-ml data collector, or None (Azure disables collection when it is null)."""
-        if not self.enabled:
-            return None
-        return DataCollector(
-            collections={name: DeploymentCollection(enabled="true") for name in self.collections},
-            sampling_rate=self.sampling_rate,
-            rolling_rate=self.rolling_rate,
-        )
 
 
 @dataclass(frozen=True)
@@ -160,38 +131,14 @@ class DeploymentSpec:
             values["data_collection"] = DataCollectionSpec(**collection)
         return cls(**values)
 
-    def to_deployment(
-        self, endpoint: str, slot: str, base_dir: Path | None = None
-    ) -> ManagedOnlineDeployment:
-        """The azure-ai-ml deployment entity for a slot, tagged with what it runs."""
-        return ManagedOnlineDeployment(
-            name=slot,
-            endpoint_name=endpoint,
-            model=self.model,
-            environment=self.environment,
-            code_configuration=CodeConfiguration(
-                code=str(Path(base_dir or Path.cwd(), self.code_dir)),
-                scoring_script=self.scoring_script,
-            ),
-            instance_type=self.instance_type,
-            instance_count=self.instance_count,
-            request_settings=OnlineRequestSettings(
-                max_concurrent_requests_per_instance=self.max_concurrent_requests_per_instance,
-                request_timeout_ms=self.request_timeout_ms,
-            ),
-            liveness_probe=self.liveness_probe.to_settings(),
-            readiness_probe=self.readiness_probe.to_settings(),
-            environment_variables=dict(self.environment_variables),
-            egress_public_network_access=self.egress_public_network_access,
-            app_insights_enabled=self.app_insights_enabled,
-            data_collector=self.data_collection.to_collector(),
-            tags={
-                TAG_FINGERPRINT: self.fingerprint(),
-                TAG_MODEL: self.model,
-                TAG_ENVIRONMENT: self.environment,
-                TAG_PATTERN: self.pattern,
-            },
-        )
+    def tags(self) -> dict[str, str]:
+        """Tags a deployment of this spec carries: what it runs, and the fingerprint."""
+        return {
+            TAG_FINGERPRINT: self.fingerprint(),
+            TAG_MODEL: self.model,
+            TAG_ENVIRONMENT: self.environment,
+            TAG_PATTERN: self.pattern,
+        }
 
 
 @dataclass(frozen=True)

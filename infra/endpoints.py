@@ -2,7 +2,7 @@
 
 The endpoint/deployment traffic cycle (an endpoint's traffic may only name deployments that
 exist) is broken by ownership: Pulumi declares the endpoint without traffic and ignores the
-traffic the service reports; `delivery.pulumi_rollout.Rollout` creates the deployment slot,
+traffic the service reports; `infra.rollout.Rollout` creates the deployment slot,
 smoke-tests it, compares it with the live slot on probe texts (the shadow gate), and moves
 traffic to it in baked steps while watching the pattern's alert rules (`infra.monitoring`); the
 autoscale setting follows the live slot, with an off-hours profile when configured.
@@ -141,8 +141,8 @@ class Endpoints(pulumi.ComponentResource):
         # Imported here: azure-ai-ml takes seconds to import, and stacks without registered
         # assets (the very first `pulumi up`) do not need it.
         from delivery.gate import GatePolicy
-        from delivery.pulumi_rollout import Rollout, RolloutArgs
         from delivery.rollout import DataCollectionSpec, DeploymentSpec, ProbeSpec, RolloutPolicy
+        from infra.rollout import Rollout, RolloutArgs
 
         def probe(p: ProbeSettings) -> ProbeSpec:
             return ProbeSpec(
