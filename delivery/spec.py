@@ -12,8 +12,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from delivery.fields import SPEC_CONFIG, Flag, NotInStackFile, Spec, invalid, number, one_of, whole
 from delivery.gate import GatePolicy
 from delivery.smoke import smoke_case
 
@@ -23,40 +27,37 @@ TAG_ENVIRONMENT = "byom-environment"
 TAG_PATTERN = "byom-pattern"
 
 
-@dataclass(frozen=True)
-class ProbeSpec:
-    """Liveness/readiness probe timing, in seconds (LLMs need a long initial delay)."""
-
-    initial_delay_s: int = 600
-    period_s: int = 10
-    timeout_s: int = 2
-    failure_threshold: int = 30
-    success_threshold: int = 1
-
-
+# The managed endpoint's request timeout range (ms), and where the scoring code lives.
+REQUEST_TIMEOUT_MS = (1_000, 180_000)
+RequestTimeoutMs = whole(*REQUEST_TIMEOUT_MS)
+DEFAULT_CODE_DIR = "scoring"
+DEFAULT_SCORING_SCRIPT = "score.py"
 ROLLING_RATES = ("Minute", "Hour", "Day")
 
 
-@dataclass(frozen=True)
-class DataCollectionSpec:
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class ProbeSpec(Spec):
+    """Liveness/readiness probe timing, in seconds (LLMs need a long initial delay)."""
+
+    initial_delay_s: whole(0, 3600) = Field(600, alias="initialDelaySeconds")
+    period_s: whole(1, 600) = Field(10, alias="periodSeconds")
+    timeout_s: whole(1, 600) = Field(2, alias="timeoutSeconds")
+    failure_threshold: whole(1, 100) = 30
+    success_threshold: whole(1, 10) = 1
+
+
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class DataCollectionSpec(Spec):
     """Azure ML data collector (custom logging): which collections, sampled how often.
 
     The scoring package logs redacted requests to `model_inputs` and responses to
     `model_outputs`; the collector writes them to the workspace's blob store.
     """
 
-    enabled: bool = False
-    sampling_rate: float = 1.0
-    rolling_rate: str = "Hour"
-    collections: tuple[str, ...] = ("model_inputs", "model_outputs")
-
-    def __post_init__(self) -> None:
-        if not 0 < self.sampling_rate <= 1:
-            raise ValueError(f"sampling_rate must be in (0, 1], got {self.sampling_rate}")
-        if self.rolling_rate not in ROLLING_RATES:
-            raise ValueError(
-                f"rolling_rate must be one of {', '.join(ROLLING_RATES)}, got {self.rolling_rate!r}"
-            )
+    enabled: Flag = False
+    sampling_rate: number(0.001, 1.0) = 1.0
+    rolling_rate: one_of(*ROLLING_RATES) = "Hour"
+    collections: NotInStackFile[tuple[str, ...]] = ("model_inputs", "model_outputs")
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,8 @@ class DeploymentSpec:
     environment: str
     instance_type: str
     instance_count: int = 1
-    code_dir: str = "scoring"
-    scoring_script: str = "score.py"
+    code_dir: str = DEFAULT_CODE_DIR
+    scoring_script: str = DEFAULT_SCORING_SCRIPT
     code_hash: str = ""
     max_concurrent_requests_per_instance: int = 1
     request_timeout_ms: int = 90_000
@@ -89,9 +90,10 @@ class DeploymentSpec:
                 "egress_public_network_access must be 'enabled' or 'disabled', "
                 f"got {self.egress_public_network_access!r}"
             )
-        if not 1_000 <= self.request_timeout_ms <= 180_000:
+        lo, hi = REQUEST_TIMEOUT_MS
+        if not lo <= self.request_timeout_ms <= hi:
             raise ValueError(
-                f"request_timeout_ms must be 1000..180000 (the managed endpoint maximum), "
+                f"request_timeout_ms must be {lo}..{hi} (the managed endpoint maximum), "
                 f"got {self.request_timeout_ms}"
             )
 
@@ -141,36 +143,40 @@ class DeploymentSpec:
         }
 
 
-@dataclass(frozen=True)
-class RolloutPolicy:
-    """How traffic moves to a new deployment."""
+def _traffic_steps(value: Any) -> tuple[int, ...]:
+    steps = list(value) if isinstance(value, list | tuple) else value
+    if (
+        not isinstance(steps, list)
+        or not steps
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in steps)
+        or steps != sorted(set(steps))
+        or steps[0] <= 0
+        or steps[-1] != 100
+    ):
+        raise invalid("percentages rising strictly from above 0 to 100, e.g. [10, 100]")
+    return tuple(steps)
 
-    traffic_steps: tuple[int, ...] = (10, 100)
-    # > 0: first copy this share of live traffic to the new deployment (responses discarded)
-    mirror_percent: int = 0
+
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class RolloutPolicy(Spec):
+    """How traffic moves to a new deployment (blue/green)."""
+
+    traffic_steps: Annotated[tuple[int, ...], BeforeValidator(_traffic_steps)] = (10, 100)
+    # > 0: first copy this share of live traffic to the new deployment (responses discarded);
+    # the service mirrors at most 50%.
+    mirror_percent: whole(0, 50) = 0
     # time at each intermediate step (and the mirror phase) before the re-check and the next step
-    step_wait_s: float = 300.0
-    ready_timeout_s: float = 3600.0
-    poll_interval_s: float = 15.0
+    step_wait_s: number(0, 86400) = Field(300.0, alias="stepWaitSeconds")
+    ready_timeout_s: NotInStackFile[float] = 3600.0
+    poll_interval_s: NotInStackFile[float] = 15.0
     # keep the previous slot at 0% so `rollback` is one traffic update (costs its instances)
-    keep_previous: bool = True
+    keep_previous: Flag = True
     # autoscale owns instance counts: never scale an already-live deployment in place
-    autoscale: bool = False
+    autoscale: NotInStackFile[bool] = False
     # shadow stage: compare the new slot with the live one on probe texts before any traffic
-    gate: GatePolicy = field(default_factory=lambda: GatePolicy(enabled=False))
+    gate: GatePolicy = Field(default_factory=lambda: GatePolicy(enabled=False))
     # metric alert rules (names) watched while each step bakes; one firing rolls back
-    watch_alerts: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        steps = list(self.traffic_steps)
-        if not steps or steps[-1] != 100 or steps != sorted(set(steps)) or steps[0] <= 0:
-            raise ValueError(
-                f"traffic_steps must rise strictly from above 0 to 100, got {self.traffic_steps}"
-            )
-        if not 0 <= self.mirror_percent <= 50:
-            raise ValueError(
-                f"mirror_percent must be 0..50 (service limit), got {self.mirror_percent}"
-            )
+    watch_alerts: NotInStackFile[tuple[str, ...]] = ()
 
     def to_props(self) -> dict[str, Any]:
         """Plain JSON-able values."""

@@ -10,6 +10,7 @@ names the key, the value and what is allowed, and is raised before any resource 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -18,25 +19,38 @@ from typing import Annotated, Any
 
 import pulumi
 from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from delivery.fields import (
+    SPEC_CONFIG,
+    Flag,
+    OrNone,
+    Text,
+    invalid,
+    items,
+    number,
+    one_of,
+    text,
+    whole,
+)
+from delivery.gate import GatePolicy
+from delivery.spec import (
+    DEFAULT_CODE_DIR,
+    DEFAULT_SCORING_SCRIPT,
+    DataCollectionSpec,
+    ProbeSpec,
+    RequestTimeoutMs,
+    RolloutPolicy,
+)
 from infra import sizing
 from infra.config_types import (
     HHMM,
     Cidr,
     ConfigError,
     ConfigModel,
-    Flag,
-    OrNone,
-    Text,
     Toggle,
     file_schema,
-    invalid,
-    items,
-    number,
-    one_of,
-    text,
     validate,
-    whole,
 )
 from infra.naming import Kind, Namer, unique_suffix
 
@@ -66,8 +80,7 @@ AUTOSCALE_METRICS = (
     "GpuUtilizationPercentage",
     "GpuMemoryUtilizationPercentage",
 )
-# Azure ML data collector rolling rates, and metric alert windows Azure accepts (minutes).
-ROLLING_RATES = ("Minute", "Hour", "Day")
+# Metric alert windows Azure accepts (minutes).
 ALERT_WINDOWS = (1, 5, 15, 30, 60)
 # Namespace of the keys the delivery CLI writes (`byom:model`, `byom:environment`).
 DELIVERY_NAMESPACE = "byom"
@@ -195,16 +208,6 @@ class ComputeSettings(ConfigModel):
     cluster: Annotated[ClusterSettings | None, Toggle] = None
 
 
-class ProbeSettings(ConfigModel):
-    """Liveness or readiness probe timing, in seconds; unset values are derived per deployment."""
-
-    initial_delay_s: whole(0, 3600) | None = Field(None, alias="initialDelaySeconds")
-    period_s: whole(1, 600) = Field(10, alias="periodSeconds")
-    timeout_s: whole(1, 600) = Field(2, alias="timeoutSeconds")
-    failure_threshold: whole(1, 100) | None = None
-    success_threshold: whole(1, 10) = 1
-
-
 class OffHoursSettings(ConfigModel):
     """A smaller instance range outside working hours (nights, and weekends if set)."""
 
@@ -284,9 +287,9 @@ class DeploymentSettings(ConfigModel):
     """The deployment's cap on generated tokens (SCORING_MAX_NEW_TOKENS); None: the package's."""
     min_tokens_per_second: Annotated[whole(0, 10000), OrNone] = None
     # The managed endpoint maximum is 180 s.
-    request_timeout_ms: whole(1_000, sizing.MAX_REQUEST_TIMEOUT_MS) | None = None
-    liveness_probe: ProbeSettings = ProbeSettings()
-    readiness_probe: ProbeSettings = ProbeSettings()
+    request_timeout_ms: RequestTimeoutMs | None = None
+    liveness_probe: ProbeSpec = Field(default_factory=ProbeSpec)
+    readiness_probe: ProbeSpec = Field(default_factory=ProbeSpec)
     environment_variables: Annotated[dict[str, str], BeforeValidator(_env_values)] = Field(
         default_factory=dict
     )
@@ -321,52 +324,6 @@ class DeploymentSettings(ConfigModel):
             allowed = f"within autoscale {scale.min_instances}..{scale.max_instances}"
             raise invalid(allowed, "instanceCount", self.instance_count)
         return self
-
-
-def _steps(value: Any) -> Any:
-    steps = list(value) if isinstance(value, list | tuple) else value
-    if steps == []:
-        return (10, 100)
-    if (
-        not isinstance(steps, list)
-        or not all(isinstance(x, int) and not isinstance(x, bool) for x in steps)
-        or steps != sorted(set(steps))
-        or steps[0] <= 0
-        or steps[-1] != 100
-    ):
-        raise invalid(
-            "percentages rising strictly from above 0 to 100, e.g. [10, 100]", value=value
-        )
-    return tuple(steps)
-
-
-class GateSettings(ConfigModel):
-    """The shadow stage's token-level comparison (see delivery.gate.GatePolicy)."""
-
-    enabled: Flag = True
-    probe_texts: Annotated[
-        tuple[str, ...],
-        items(lambda t: isinstance(t, str) and t.strip(), "a list of non-empty strings"),
-    ] = ()
-    """Empty: the built-in probe set."""
-    max_mean_logprob_drop: number(0.0, 10.0) = 0.10
-    max_perplexity_ratio: number(1.0, 100.0) = 1.25
-    max_bucket_shift: number(0.0, 1.0) = 0.10
-    max_latency_ratio: number(1.0, 100.0) = 1.5
-    latency_slack_ms: whole(0, 60_000) = 50
-    max_error_rate: number(0.0, 1.0) = 0.0
-    min_scored_tokens: whole(1, 1_000_000) = 50
-
-
-class RolloutSettings(ConfigModel):
-    """How traffic moves to a new deployment (blue/green)."""
-
-    traffic_steps: Annotated[tuple[int, ...], BeforeValidator(_steps)] = (10, 100)
-    mirror_percent: whole(0, 50) = 0
-    step_wait_s: whole(0, 86400) = Field(300, alias="stepWaitSeconds")
-    """Bake period of each intermediate step (and of the mirror phase), watching alerts."""
-    keep_previous: Flag = True
-    gate: GateSettings = GateSettings()
 
 
 class ModelRecord(ConfigModel):
@@ -405,6 +362,28 @@ class DeliveryRecords(ConfigModel):
         return f"azureml:{self.environment.name}:{self.environment.version}"
 
 
+def _size_gb(raw: Any) -> float | None:
+    try:
+        return float(raw) or None
+    except (TypeError, ValueError):
+        return None  # reported by the field's own check
+
+
+def _probe_defaults(deployment: Any, delay: int) -> Any:
+    # LLM containers load weights before answering; probes must wait for that. Readiness fails
+    # fast once up; liveness allows a long stall (a long generation) before a restart.
+    if not isinstance(deployment, Mapping):
+        return deployment
+    blocks = {"livenessProbe": 30, "readinessProbe": 3}
+    probes = {
+        key: {"initialDelaySeconds": delay, "failureThreshold": failures, **given}
+        if isinstance(given := deployment.get(key) or {}, Mapping)
+        else given
+        for key, failures in blocks.items()
+    }
+    return {**deployment, **probes}
+
+
 def _check_patterns(raw: Any) -> Any:
     if isinstance(raw, Mapping):
         for pattern, value in raw.items():
@@ -425,16 +404,35 @@ class EndpointsSettings(ConfigModel):
     """None as parsed: `Disabled` in private stacks, else `Enabled`."""
     egress_public_network_access: one_of("enabled", "disabled") | None = None
     """`enabled` or `disabled` (lowercase, as azure-ai-ml takes it); create-only in Azure."""
-    code_dir: Text = "scoring"
-    scoring_script: Text = "score.py"
+    code_dir: Text = DEFAULT_CODE_DIR
+    scoring_script: Text = DEFAULT_SCORING_SCRIPT
     model_size_gb: Annotated[number(0.0, 2000.0), OrNone] = None
     """Weights to load; drives probe delays and the worker timeout (infra.sizing)."""
     by_pattern: Annotated[dict[str, DeploymentSettings], BeforeValidator(_check_patterns)] = Field(
         alias="deployments"
     )
-    rollout: RolloutSettings = RolloutSettings()
+    rollout: RolloutPolicy = Field(default_factory=lambda: RolloutPolicy(gate=GatePolicy()))
     _assets: DeliveryRecords | None = PrivateAttr(None)
     _deployments: tuple[DeploymentSettings, ...] = PrivateAttr(())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, raw: Any) -> Any:
+        """Unset probe timing follows the model size; the shadow gate is on unless disabled."""
+        if not isinstance(raw, Mapping):
+            return raw
+        delay = sizing.probe_initial_delay_s(_size_gb(raw.get("modelSizeGb")))
+        raw = dict(raw)
+        deployments = raw.get("deployments")
+        if isinstance(deployments, Mapping):
+            raw["deployments"] = {p: _probe_defaults(d, delay) for p, d in deployments.items()}
+        rollout = raw.get("rollout") or {}
+        if isinstance(rollout, Mapping):
+            gate = rollout.get("gate") or {}
+            if isinstance(gate, Mapping) and gate.get("probeTexts") == []:
+                gate = {k: v for k, v in gate.items() if k != "probeTexts"}  # the built-in set
+            raw["rollout"] = {**rollout, "gate": gate}
+        return raw
 
     @property
     def assets(self) -> DeliveryRecords | None:
@@ -477,13 +475,13 @@ class AlertSettings(ConfigModel):
     severity: whole(0, 4) = 2
 
 
-class DataCollectionSettings(ConfigModel):
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class DataCollectionSettings(DataCollectionSpec):
     """Request/response capture with Azure ML's data collector, redacted by the scoring package."""
 
     enabled: Flag | None = None
     """None as parsed: off where the data is confidential (capture is then an explicit choice)."""
     sampling_rate: number(0.001, 1.0) = 0.1
-    rolling_rate: one_of(*ROLLING_RATES) = "Hour"
     redact_fields: Annotated[
         tuple[str, ...], items(lambda f: isinstance(f, str) and f, "a list of JSON field names")
     ] = ()
@@ -506,7 +504,7 @@ class MonitoringSettings(ConfigModel):
 
     action_group: ActionGroupSettings = ActionGroupSettings()
     alerts: AlertSettings = AlertSettings()
-    data_collection: DataCollectionSettings = DataCollectionSettings()
+    data_collection: DataCollectionSettings = Field(default_factory=DataCollectionSettings)
 
     @property
     def action_group_short_name(self) -> str:
@@ -596,7 +594,7 @@ class StackConfig(ConfigModel):
         if capture is None:
             capture = self.tags.data_classification not in PRIVATE_ONLY_CLASSIFICATIONS
         group = m.action_group.model_copy(update={"emails": emails})
-        collection = m.data_collection.model_copy(update={"enabled": capture})
+        collection = dataclasses.replace(m.data_collection, enabled=capture)
         monitoring = m.model_copy(update={"action_group": group, "data_collection": collection})
         return self.model_copy(update={"endpoints": endpoints, "monitoring": monitoring})
 

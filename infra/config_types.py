@@ -1,9 +1,6 @@
-"""The vocabulary the stack config is declared in: pydantic field types whose errors read well.
-
-Each type checks its value the way `pulumi config set` leaves it (booleans and numbers may
-arrive as strings) and, when the value is wrong, says what is allowed in words (`an integer from
-1 to 20`, `public, internal, confidential, restricted`). `validate()` turns the first pydantic
-error into a `ConfigError` naming the full key, the value and what is allowed.
+"""How the stack config is declared and checked: the model base, infra's own field types, and
+`validate()`, which turns the first pydantic error into a `ConfigError` naming the full key, the
+value and what is allowed. The shared field vocabulary is `delivery.fields` (specs use it too).
 """
 
 from __future__ import annotations
@@ -11,19 +8,19 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Field,
     ValidationError,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+
+from delivery.fields import flag, invalid, known_keys, stack_keys, text
 
 
 class ConfigError(ValueError):
@@ -35,81 +32,10 @@ class ConfigError(ValueError):
         super().__init__(f"config {key} = {value!r} is invalid; allowed: {allowed}")
 
 
-def invalid(allowed: str, at: str = "", value: Any = None) -> PydanticCustomError:
-    """A validation error saying what is allowed; `at` names a key below the one validated."""
-    return PydanticCustomError("config", "{allowed}", {"allowed": allowed, "at": at, "v": value})
-
-
-def flag(value: Any) -> Any:
-    # Values set with `pulumi config set` arrive as strings.
-    value = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
-    if not isinstance(value, bool):
-        raise invalid("true, false")
-    return value
-
-
-def whole(lo: int, hi: int) -> Any:
-    def check(value: Any) -> int:
-        value = int(value) if isinstance(value, str) and value.isdigit() else value
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise invalid(f"an integer from {lo} to {hi}")
-        return value
-
-    return Annotated[int, Field(ge=lo, le=hi), BeforeValidator(check)]
-
-
-def number(lo: float, hi: float) -> Any:
-    def check(value: Any) -> float:
-        if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value):
-            value = float(value)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            raise invalid(f"a number from {lo:g} to {hi:g}")
-        return float(value)
-
-    return Annotated[float, Field(ge=lo, le=hi), BeforeValidator(check)]
-
-
-def text(pattern: str | None = None, describe: str = "") -> Any:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise invalid(describe or "a non-empty string")
-        if pattern is not None and not re.match(pattern, value):
-            raise invalid(describe or pattern)
-        return value
-
-    return Annotated[str, Field(min_length=1, pattern=pattern), BeforeValidator(check)]
-
-
-def one_of(*choices: Any, allowed: str = "") -> Any:
-    def check(value: Any) -> Any:
-        if value not in choices or isinstance(value, bool):
-            raise invalid(allowed or ", ".join(map(str, choices)))
-        return value
-
-    return Annotated[Literal[choices], BeforeValidator(check)]  # type: ignore[valid-type]
-
-
-def items(ok: Any, allowed: str, each: bool = False) -> Any:
-    """A list whose items pass `ok`; `each`: the error shows the bad item, not the list."""
-
-    def check(value: Any) -> tuple[Any, ...]:
-        if not isinstance(value, list | tuple):
-            raise invalid("a list")
-        for item in value:
-            if not ok(item):
-                raise invalid(allowed, value=item if each else value)
-        return tuple(value)
-
-    return BeforeValidator(check)
-
-
-Flag = Annotated[bool, BeforeValidator(flag)]
-Text = text()
 Cidr = Annotated[
     text(describe="an IPv4 CIDR such as 10.20.0.0/16"), AfterValidator(lambda v: cidr(v))
 ]
 HHMM = text(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", "a 24-hour time such as '07:00'")
-OrNone = AfterValidator(lambda v: v or None)  # 0 means "not set" for these keys
 
 
 def cidr(value: str) -> str:
@@ -136,16 +62,7 @@ class ConfigModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, raw: Any) -> Any:
-        if not isinstance(raw, Mapping):
-            raise invalid("an object (YAML mapping)")
-        known = sorted(f.alias or name for name, f in cls.model_fields.items())
-        for key, value in raw.items():
-            if key not in known:
-                raise invalid(
-                    "one of the known keys: " + ", ".join(known), at=str(key), value=value
-                )
-        # A key set to null is the same as a key left out: its default applies.
-        return {k: v for k, v in raw.items() if v is not None}
+        return known_keys(stack_keys(cls.model_fields), raw)
 
 
 Toggle = BeforeValidator(disabled_is_none)

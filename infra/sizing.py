@@ -16,8 +16,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from delivery.spec import REQUEST_TIMEOUT_MS
+
 if TYPE_CHECKING:
-    from infra.config import DeploymentSettings, ProbeSettings
+    from infra.config import DeploymentSettings
 
 # Download from workspace storage plus load to GPU, per GB of safetensors, measured loosely on
 # A100/T4 SKUs (weights mount over blobfuse): a conservative figure, not a benchmark.
@@ -29,7 +31,7 @@ PREFILL_MARGIN_SECONDS = 10
 # The package answers 503 this long before the endpoint would cut the request with a 408.
 DEADLINE_MARGIN_SECONDS = 5
 GUNICORN_DEFAULT_TIMEOUT = 300
-MAX_REQUEST_TIMEOUT_MS = 180_000  # the managed endpoint maximum
+MAX_REQUEST_TIMEOUT_MS = REQUEST_TIMEOUT_MS[1]  # the managed endpoint maximum
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,10 @@ def server_env(
 def resolve(
     deployment: DeploymentSettings, pattern: str, model_size_gb: float | None
 ) -> DeploymentSettings:
-    """A deployment as parsed, with its timeout, probe delays and server variables filled in."""
+    """A deployment as parsed, with its request timeout and server variables filled in."""
     timeout = deployment.request_timeout_ms or derived_request_timeout_ms(
         deployment.max_new_tokens, deployment.min_tokens_per_second
     )
-    # LLM containers load weights before answering; probes must wait for that.
-    delay = probe_initial_delay_s(model_size_gb)
     derived = server_env(
         deployment.max_concurrent_requests_per_instance,
         timeout,
@@ -131,21 +131,9 @@ def resolve(
     resolved = deployment.model_copy(
         update={
             "request_timeout_ms": timeout,
-            "liveness_probe": _probe(deployment.liveness_probe, delay, 30),
-            "readiness_probe": _probe(deployment.readiness_probe, delay, 3),
             # Explicit variables win over the derived ones.
             "environment_variables": {**derived, **deployment.environment_variables},
         }
     )
     resolved._pattern = pattern
     return resolved
-
-
-def _probe(probe: ProbeSettings, initial_delay_s: int, failure_threshold: int) -> ProbeSettings:
-    if probe.initial_delay_s is not None:
-        initial_delay_s = probe.initial_delay_s
-    update = {
-        "initial_delay_s": initial_delay_s,
-        "failure_threshold": probe.failure_threshold or failure_threshold,
-    }
-    return probe.model_copy(update=update)
