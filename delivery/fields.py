@@ -12,7 +12,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.dataclasses import dataclass
 from pydantic.json_schema import SkipJsonSchema
@@ -136,3 +143,15 @@ class Spec:
         if isinstance(raw, Mapping):
             return known_keys(stack_keys(cls.__pydantic_fields__), raw)  # type: ignore[attr-defined]
         return raw
+
+
+def first_error(exc: ValidationError) -> tuple[str, Any, str]:
+    """The first error of `exc` as (dotted key path, value, what is allowed)."""
+    error = exc.errors()[0]
+    ctx = error.get("ctx") or {}
+    loc = [*error["loc"], *str(ctx.get("at") or "").split(".")]
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p != "")
+    if error["type"] == "missing":
+        return path.lstrip("."), None, "a value (the key is required)"
+    value = ctx["v"] if ctx.get("v") is not None else error.get("input")
+    return path.lstrip("."), value, ctx.get("allowed", error["msg"])

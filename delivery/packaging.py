@@ -20,12 +20,9 @@ from pathlib import Path
 from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Model
 
+# Asset identity lives in delivery.assets (no azure-ai-ml); imported here for existing callers.
+from delivery.assets import HASH_PREFIX, model_asset_id, version_from_hash
 from delivery.workspace import WorkspaceClient
-
-HASH_PREFIX = "sha256:"
-# 16 hex digits = 64 bits: a collision needs ~4e9 versions of one model. The full hash is a tag,
-# and registration refuses an existing version whose tag disagrees.
-VERSION_HEX_DIGITS = 16
 
 TAG_CONTENT_HASH = "contentHash"
 TAG_SOURCE = "source"
@@ -136,20 +133,6 @@ class RegisteredModel:
     def asset_id(self) -> str:
         """The workspace asset reference a deployment names."""
         return model_asset_id(self.name, self.version)
-
-
-def model_asset_id(name: str, version: str, registry: str | None = None) -> str:
-    """Reference a model version in a workspace, or in an Azure ML registry when one is given."""
-    if registry:
-        return f"azureml://registries/{registry}/models/{name}/versions/{version}"
-    return f"azureml:{name}:{version}"
-
-
-def version_from_hash(content_hash: str) -> str:
-    """Derive an asset version from a `sha256:<hex>` content hash."""
-    if not content_hash.startswith(HASH_PREFIX):
-        raise ValueError(f"content hash {content_hash!r} does not start with {HASH_PREFIX!r}")
-    return content_hash.removeprefix(HASH_PREFIX)[:VERSION_HEX_DIGITS]
 
 
 def list_files(root: Path, skip: Callable[[Path], bool] | None = None) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""The delivery keys in `Pulumi.<stack>.yaml`: which model and environment a stack deploys.
+"""The stack file, `Pulumi.<stack>.yaml`: the one module that reads and writes it.
 
     config:
       byom:model:
@@ -10,46 +10,65 @@
         name: "byom-inference-gpu"
         version: "9a8b7c6d5e4f3a2b"
 
-The CLIs write these blocks and leave every other line (and comment) of the file as it was.
+`pulumi_config()` hands the whole file to the Pulumi runtime (the offline plan, the policy
+check); `ModelConfig`/`EnvironmentConfig` are the one parser of the delivery blocks (infra's
+config uses them too); the CLIs write those blocks with a round-trip YAML editor (ruamel.yaml)
+that leaves every other line and comment of the file as it was.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
+from pydantic import TypeAdapter, ValidationError, ValidationInfo, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from delivery.packaging import model_asset_id, version_from_hash
+from delivery.assets import environment_asset_id, model_asset_id, version_from_hash
+from delivery.fields import SPEC_CONFIG, Spec, Text, first_error
 from delivery.workspace import WorkspaceRef
 
-MODEL_KEY = "byom:model"
-ENVIRONMENT_KEY = "byom:environment"
+DELIVERY_NAMESPACE = "byom"
+MODEL_KEY = f"{DELIVERY_NAMESPACE}:model"
+ENVIRONMENT_KEY = f"{DELIVERY_NAMESPACE}:environment"
 WORKSPACE_OUTPUT = "workspaceId"
+# Validation context under which a model block's version is not checked against its hash: infra
+# reads what the delivery CLI wrote and checked.
+UNCHECKED_VERSION = "unchecked_version"
 
 
-class StackConfigError(ValueError):
+class StackConfigError(Exception):
     """A stack file is missing or holds inconsistent delivery keys."""
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class ModelConfig(Spec):
     """`byom:model`: the exact model version a stack deploys."""
 
-    name: str
-    version: str
-    content_hash: str
-    registry: str | None = None
+    name: Text
+    version: Text
+    content_hash: Text
+    registry: Text | None = None
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _version_matches_hash(self, info: ValidationInfo) -> ModelConfig:
+        if (info.context or {}).get(UNCHECKED_VERSION):
+            return self
+        # Not a ValueError: it reaches the caller as itself, not as a pydantic error.
         if version_from_hash(self.content_hash) != self.version:
             raise StackConfigError(
                 f"{MODEL_KEY}: version {self.version!r} does not match contentHash "
                 f"{self.content_hash!r} (expected {version_from_hash(self.content_hash)!r})"
             )
+        return self
 
     @property
     def asset_id(self) -> str:
@@ -64,17 +83,17 @@ class ModelConfig:
         return block
 
 
-@dataclass(frozen=True)
-class EnvironmentConfig:
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class EnvironmentConfig(Spec):
     """`byom:environment`: the environment version a stack deploys."""
 
-    name: str
-    version: str
+    name: Text
+    version: Text
 
     @property
     def asset_id(self) -> str:
         """The workspace asset reference a deployment names."""
-        return f"azureml:{self.name}:{self.version}"
+        return environment_asset_id(self.name, self.version)
 
     def to_yaml(self) -> dict[str, str]:
         """The block as written to the stack file."""
@@ -86,42 +105,67 @@ def stack_file(project_dir: Path, stack: str) -> Path:
     return Path(project_dir, f"Pulumi.{stack}.yaml")
 
 
-def read_stack_config(path: Path) -> tuple[ModelConfig | None, EnvironmentConfig | None]:
-    """The delivery blocks of a stack file (None for a block it lacks)."""
+def read_config(path: Path) -> dict[str, Any]:
+    """The `config:` mapping of a stack file, as plain values."""
     if not path.is_file():
         raise StackConfigError(f"{path} does not exist")
-    config = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("config") or {}
-    model = environment = None
-    try:
-        if MODEL_KEY in config:
-            block = config[MODEL_KEY]
-            model = ModelConfig(
-                name=str(block["name"]),
-                version=str(block["version"]),
-                content_hash=str(block["contentHash"]),
-                registry=block.get("registry"),
-            )
-        if ENVIRONMENT_KEY in config:
-            block = config[ENVIRONMENT_KEY]
-            environment = EnvironmentConfig(str(block["name"]), str(block["version"]))
-    except (KeyError, TypeError) as exc:
-        raise StackConfigError(f"{path}: delivery block is missing {exc}") from exc
-    return model, environment
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("config") or {}
+
+
+def pulumi_config(project_dir: Path, stack: str) -> tuple[str, dict[str, str]]:
+    """Project name and the stack file's config, encoded as the Pulumi runtime expects."""
+    project = yaml.safe_load((Path(project_dir) / "Pulumi.yaml").read_text())["name"]
+    path = stack_file(project_dir, stack)
+    if not path.exists():
+        raise FileNotFoundError(f"no stack file {path.name} in {project_dir}")
+    config: dict[str, str] = {}
+    for key, value in read_config(path).items():
+        full = key if ":" in key else f"{project}:{key}"
+        # Structured values travel as JSON strings, exactly as the CLI passes them.
+        config[full] = value if isinstance(value, str) else json.dumps(value)
+    return project, config
+
+
+def read_stack_config(path: Path) -> tuple[ModelConfig | None, EnvironmentConfig | None]:
+    """The delivery blocks of a stack file (None for a block it lacks)."""
+    config = read_config(path)
+    blocks: list[Any] = []
+    for key, kind in ((MODEL_KEY, ModelConfig), (ENVIRONMENT_KEY, EnvironmentConfig)):
+        block = config.get(key)
+        try:
+            blocks.append(None if block is None else _parse(kind, block))
+        except ValidationError as exc:
+            where, value, allowed = first_error(exc)
+            raise StackConfigError(
+                f"{path}: {key}.{where} = {value!r} is invalid; allowed: {allowed}"
+            ) from None
+    return blocks[0], blocks[1]
+
+
+def _parse(kind: type[Any], block: Any) -> Any:
+    return TypeAdapter(kind).validate_python(block)
 
 
 def write_stack_config(
     path: Path, model: ModelConfig | None = None, environment: EnvironmentConfig | None = None
 ) -> None:
     """Set the delivery blocks in a stack file, creating the file or `config:` if needed."""
+    editor = YAML()
+    editor.preserve_quotes = True
+    # Pulumi writes stack files with two-space indentation; lists indented under their key.
+    editor.indent(mapping=2, sequence=4, offset=2)
+    editor.width = 4096
     text = path.read_text(encoding="utf-8") if path.exists() else ""
+    document = (editor.load(text) if text.strip() else None) or CommentedMap()
+    if document.get("config") is None:
+        document["config"] = CommentedMap()
     for key, block in ((MODEL_KEY, model), (ENVIRONMENT_KEY, environment)):
         if block is not None:
-            text = _set_block(text, key, block.to_yaml())
-    parsed = (yaml.safe_load(text) or {}).get("config", {})
-    for key, block in ((MODEL_KEY, model), (ENVIRONMENT_KEY, environment)):
-        if block is not None and parsed.get(key) != block.to_yaml():
-            raise StackConfigError(f"could not write {key} into {path}: unexpected layout")
-    path.write_text(text, encoding="utf-8")
+            values = {k: DoubleQuotedScalarString(v) for k, v in block.to_yaml().items()}
+            document["config"][key] = CommentedMap(values)
+    out = io.StringIO()
+    editor.dump(document, out)
+    path.write_text(out.getvalue(), encoding="utf-8")
 
 
 def resolve_workspace(workspace_id: str | None, stack: str) -> WorkspaceRef:
@@ -146,33 +190,3 @@ def resolve_workspace(workspace_id: str | None, stack: str) -> WorkspaceRef:
     if WORKSPACE_OUTPUT not in outputs:
         raise StackConfigError(f"stack {stack!r} exports no {WORKSPACE_OUTPUT!r} output")
     return WorkspaceRef.parse(outputs[WORKSPACE_OUTPUT])
-
-
-def _set_block(text: str, key: str, values: dict[str, str]) -> str:
-    # Pulumi writes stack files with two-space indentation; the block keeps that layout.
-    block = [f"  {key}:"] + [f"    {k}: {json.dumps(v)}" for k, v in values.items()]
-    lines = text.splitlines()
-    try:
-        config_at = lines.index("config:")
-    except ValueError:
-        return "\n".join([*lines, "config:", *block]) + "\n"
-    end = len(lines)
-    for i in range(config_at + 1, len(lines)):
-        line = lines[i]
-        if line and not line.startswith((" ", "#")):
-            end = i
-            break
-    start = next((i for i in range(config_at + 1, end) if lines[i].startswith(f"  {key}:")), None)
-    if start is None:
-        insert_at = end
-        while insert_at > config_at + 1 and not lines[insert_at - 1].strip():
-            insert_at -= 1  # keep trailing blank lines after the config section
-        lines[insert_at:insert_at] = block
-    else:
-        stop = start + 1
-        while stop < end and (lines[stop].startswith("    ") or not lines[stop].strip()):
-            stop += 1
-        while stop > start + 1 and not lines[stop - 1].strip():
-            stop -= 1
-        lines[start:stop] = block
-    return "\n".join(lines) + "\n"

@@ -42,6 +42,12 @@ from delivery.spec import (
     RequestTimeoutMs,
     RolloutPolicy,
 )
+from delivery.stackconfig import (
+    DELIVERY_NAMESPACE,
+    UNCHECKED_VERSION,
+    EnvironmentConfig,
+    ModelConfig,
+)
 from infra import sizing
 from infra.config_types import (
     HHMM,
@@ -82,8 +88,6 @@ AUTOSCALE_METRICS = (
 )
 # Metric alert windows Azure accepts (minutes).
 ALERT_WINDOWS = (1, 5, 15, 30, 60)
-# Namespace of the keys the delivery CLI writes (`byom:model`, `byom:environment`).
-DELIVERY_NAMESPACE = "byom"
 
 _GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.IGNORECASE)
@@ -326,40 +330,21 @@ class DeploymentSettings(ConfigModel):
         return self
 
 
-class ModelRecord(ConfigModel):
-    """`byom:model`, written by the delivery CLI."""
-
-    name: Text
-    version: Text
-    content_hash: Text  # checked against the version by the delivery CLI that writes it
-    registry: Text | None = None
-
-
-class EnvironmentRecord(ConfigModel):
-    """`byom:environment`, written by the delivery CLI."""
-
-    name: Text
-    version: Text
-
-
 class DeliveryRecords(ConfigModel):
     """The `byom` namespace: model and environment versions to deploy."""
 
-    model: ModelRecord
-    environment: EnvironmentRecord
+    model: ModelConfig
+    environment: EnvironmentConfig
 
     @property
     def model_asset_id(self) -> str:
         """The model reference a deployment names (registry or workspace asset)."""
-        m = self.model
-        if m.registry:
-            return f"azureml://registries/{m.registry}/models/{m.name}/versions/{m.version}"
-        return f"azureml:{m.name}:{m.version}"
+        return self.model.asset_id
 
     @property
     def environment_asset_id(self) -> str:
         """The environment reference a deployment names."""
-        return f"azureml:{self.environment.name}:{self.environment.version}"
+        return self.environment.asset_id
 
 
 def _size_gb(raw: Any) -> float | None:
@@ -621,7 +606,10 @@ def parse_settings(
     delivery = {k: v for k, v in (delivery or {}).items() if v is not None}
     if settings.endpoints is not None and delivery:
         records = {k: delivery.get(k) or {} for k in DeliveryRecords.model_fields}
-        settings.endpoints._assets = validate(DeliveryRecords, records, f"{DELIVERY_NAMESPACE}:")
+        # The delivery CLI checked each version against its hash when it wrote the block.
+        unchecked = {UNCHECKED_VERSION: True}
+        key = f"{DELIVERY_NAMESPACE}:"
+        settings.endpoints._assets = validate(DeliveryRecords, records, key, unchecked)
     # Fail here, not halfway through a deployment, when a name cannot be built.
     for kind in Kind:
         if kind.value.abbreviation:

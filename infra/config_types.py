@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from delivery.fields import flag, invalid, known_keys, stack_keys, text
+from delivery.fields import first_error, flag, invalid, known_keys, stack_keys, text
 
 
 class ConfigError(ValueError):
@@ -68,25 +68,12 @@ class ConfigModel(BaseModel):
 Toggle = BeforeValidator(disabled_is_none)
 
 
-def _path(loc: list[Any]) -> str:
-    parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p != ""]
-    return "".join(parts).lstrip(".")
-
-
-def validate(model: type[ConfigModel], raw: Any, key: str) -> Any:
+def validate(model: type[ConfigModel], raw: Any, key: str, context: Any = None) -> Any:
     """`model` from `raw`, or the first error as a ConfigError naming the full key under `key`."""
     try:
-        return model.model_validate(raw if raw is not None else {})
+        return model.model_validate(raw if raw is not None else {}, context=context)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        ctx = error.get("ctx") or {}
-        loc = [*error["loc"], *str(ctx.get("at") or "").split(".")]
-        if error["type"] == "missing":
-            allowed, value = "a value (the key is required)", None
-        else:
-            allowed = ctx.get("allowed", error["msg"])
-            value = ctx["v"] if ctx.get("v") is not None else error.get("input")
-        path = _path(loc)
+        path, value, allowed = first_error(exc)
         full = f"{key}{'' if key.endswith(':') or not path else '.'}{path}"
         raise ConfigError(full, value, allowed) from None
 

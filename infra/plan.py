@@ -17,8 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
+from delivery.stackconfig import pulumi_config
 from infra.offline.harness import Plan, PlannedResource, run
 from infra.offline.render import compare, jsonable, prop, render_tree, summary
 
@@ -28,26 +27,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("dev", "prod")
 
 
-def read_stack_config(stack: str, root: Path = REPO_ROOT) -> tuple[str, dict[str, str]]:
-    """Project name and config of `Pulumi.<stack>.yaml`, encoded as the Pulumi runtime expects."""
-    project = yaml.safe_load((root / "Pulumi.yaml").read_text())["name"]
-    path = root / f"Pulumi.{stack}.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"no stack file {path.name}; stacks here: {', '.join(STACKS)}")
-    raw = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    config: dict[str, str] = {}
-    for key, value in raw.items():
-        full = key if ":" in key else f"{project}:{key}"
-        # Structured values travel as JSON strings, exactly as the CLI passes them.
-        config[full] = value if isinstance(value, str) else json.dumps(value)
-    return project, config
-
-
 def plan(stack: str) -> Plan:
     """Run the real program (`infra.stack.main`) for `stack` with its stack file's config."""
     from infra import stack as program  # imported late: pulumi_azure_native loads slowly
 
-    project, config = read_stack_config(stack)
+    if stack not in STACKS:
+        raise FileNotFoundError(f"no stack {stack!r}; stacks here: {', '.join(STACKS)}")
+    project, config = pulumi_config(REPO_ROOT, stack)
     return run(program.main, stack=stack, config=config, project=project)
 
 

@@ -161,10 +161,11 @@ def apply_overrides(
 
 def plan_resources(stack: str, overrides: Sequence[str] = ()) -> list[Any]:
     """The offline plan's resources for `stack`, after config overrides."""
+    from delivery.stackconfig import pulumi_config
     from infra import plan
     from infra import stack as program  # imported late: pulumi_azure_native loads slowly
 
-    project, config = plan.read_stack_config(stack)
+    project, config = pulumi_config(plan.REPO_ROOT, stack)
     config = apply_overrides(config, overrides, project)
     return plan.run(program.main, stack=stack, config=config, project=project).resources
 

@@ -10,8 +10,9 @@ import jsonschema
 import pytest
 import yaml
 
+from delivery.stackconfig import pulumi_config
 from infra.config import ALLOWED_REGIONS, ConfigError, parse_settings, stack_file_schema
-from infra.plan import REPO_ROOT, STACKS, read_stack_config
+from infra.plan import REPO_ROOT, STACKS
 
 VALID: dict[str, Any] = {
     "location": "swedencentral",
@@ -134,7 +135,7 @@ def test_settings_values_set_by_cli_as_strings_are_accepted() -> None:
 @pytest.mark.parametrize("stack", STACKS)
 def test_stack_files_parse(stack: str) -> None:
     """Pulumi.<stack>.yaml holds a valid configuration."""
-    project, config = read_stack_config(stack)
+    project, config = pulumi_config(REPO_ROOT, stack)
     prefix = f"{project}:"
     values = {
         key[len(prefix) :]: (json.loads(v) if v[:1] in "{[" else v)
