@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from azure.ai.ml.entities import Environment, ManagedOnlineDeployment, ManagedOnlineEndpoint, Model
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -32,29 +33,14 @@ from delivery.workspace import (
     EndpointState,
     WorkspaceRef,
 )
+from scoring.schemas import PATTERNS
 
 # (endpoint, deployment, request body) -> response body
 Responder = Callable[[str, str, str], str]
 
-CANNED_RESPONSES: Mapping[str, dict] = {
-    "generate": {
-        "text": "Ready.",
-        "finish_reason": "stop",
-        "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
-    },
-    "analyze": {
-        "tokens": [
-            {"id": 504, "token": "The", "logprob": None, "rank": None, "top": []},
-            {"id": 2365, "token": " quick", "logprob": -7.1, "rank": 212, "top": []},
-        ],
-        "summary": {
-            "num_tokens": 2,
-            "scored_tokens": 1,
-            "mean_logprob": -7.1,
-            "perplexity": 1211.97,
-            "buckets": {"top10": 0, "top100": 0, "top1000": 1, "beyond": 0},
-        },
-    },
+# Each pattern's example answer from the scoring contract, so rollouts exercise real shapes.
+CANNED_RESPONSES: Mapping[str, Mapping[str, Any]] = {
+    pattern: contract.example_response for pattern, contract in PATTERNS.items()
 }
 
 

@@ -12,7 +12,6 @@ damaged or mis-converted model (wrong dtype, truncated weights, a different toke
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,9 +22,9 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from delivery.fields import SPEC_CONFIG, Flag, Spec, items, number, whole
 from delivery.workspace import WorkspaceClient
+from scoring.schemas import RANK_BUCKETS, AnalyzeRequest, TextAnalysis, rank_bucket
 
-BUCKETS = ("top10", "top100", "top1000", "beyond")
-_BUCKET_LIMITS = (10, 100, 1000)
+BUCKETS = tuple(key for key, _ in RANK_BUCKETS)
 
 # Varied registers (prose, code, numbers, dialogue, instructions), about 30 tokens each: enough
 # for a few hundred scored tokens in one short request per text.
@@ -178,20 +177,19 @@ class GateFailedError(RuntimeError):
 
 def probe_request(text: str) -> str:
     """The analysis request one probe text is sent as (no alternatives: only ranks matter)."""
-    return json.dumps({"task": "analyze", "text": text, "top_k": 0})
+    return AnalyzeRequest(task="analyze", text=text, top_k=0).model_dump_json(exclude_none=True)
 
 
 def parse_analysis(body: str) -> TextScore:
     """Token ids, log-probs and ranks from an analysis response body."""
-    payload = json.loads(body)
-    tokens = payload["tokens"]
-    scored = [t for t in tokens if t.get("logprob") is not None]
+    tokens = TextAnalysis.model_validate_json(body).tokens
+    scored = [t for t in tokens if t.logprob is not None and t.rank is not None]
     if not scored:
         raise ValueError("the analysis scored no tokens")
     return TextScore(
-        token_ids=tuple(int(t["id"]) for t in tokens),
-        logprobs=tuple(float(t["logprob"]) for t in scored),
-        ranks=tuple(int(t["rank"]) for t in scored),
+        token_ids=tuple(t.id for t in tokens),
+        logprobs=tuple(t.logprob for t in scored if t.logprob is not None),
+        ranks=tuple(t.rank for t in scored if t.rank is not None),
     )
 
 
@@ -220,8 +218,7 @@ def bucket_shares(ranks: Sequence[int]) -> dict[str, float]:
     """Share of ranks in each GLTR bucket (1-10, 11-100, 101-1000, beyond)."""
     counts = dict.fromkeys(BUCKETS, 0)
     for rank in ranks:
-        index = next((i for i, limit in enumerate(_BUCKET_LIMITS) if rank <= limit), 3)
-        counts[BUCKETS[index]] += 1
+        counts[rank_bucket(rank)] += 1
     total = max(len(ranks), 1)
     return {b: counts[b] / total for b in BUCKETS}
 

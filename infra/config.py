@@ -59,6 +59,7 @@ from infra.config_types import (
     validate,
 )
 from infra.naming import Kind, Namer, unique_suffix
+from scoring.schemas import PATTERNS as SCORING_PATTERNS
 
 PROJECT = "azureml-byom"
 
@@ -76,8 +77,8 @@ PRIVATE_ONLY_CLASSIFICATIONS = ("confidential", "restricted")
 PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal")
 ISOLATION_MODES = ("Disabled", "AllowInternetOutbound", "AllowOnlyApprovedOutbound")
 STORAGE_SKUS = ("Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS")
-# Request patterns the scoring package serves; one endpoint each (env var SCORING_PATTERNS).
-PATTERNS = ("generate", "analyze")
+# Request patterns the scoring package serves (its pattern table); one endpoint each.
+PATTERNS = tuple(SCORING_PATTERNS)
 AUTH_MODES = ("AADToken", "AMLToken", "Key")
 # Deployment metrics Azure Monitor autoscale can act on.
 AUTOSCALE_METRICS = (

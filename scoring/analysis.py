@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import torch
 
 from scoring.model import LoadedModel
+from scoring.schemas import RANK_BUCKETS, rank_bucket
 
 log = logging.getLogger(__name__)
-
-BUCKET_LIMITS = (10, 100, 1000)
 
 
 @dataclass(frozen=True)
@@ -38,17 +37,10 @@ class TokenScores:
 
 
 def bucket_counts(ranks: list[int]) -> dict[str, int]:
-    """GLTR buckets: ranks 1-10, 11-100, 101-1000, beyond."""
-    counts = {"top10": 0, "top100": 0, "top1000": 0, "beyond": 0}
+    """GLTR buckets (`scoring.schemas.RANK_BUCKETS`): ranks 1-10, 11-100, 101-1000, beyond."""
+    counts = {key: 0 for key, _ in RANK_BUCKETS}
     for rank in ranks:
-        if rank <= BUCKET_LIMITS[0]:
-            counts["top10"] += 1
-        elif rank <= BUCKET_LIMITS[1]:
-            counts["top100"] += 1
-        elif rank <= BUCKET_LIMITS[2]:
-            counts["top1000"] += 1
-        else:
-            counts["beyond"] += 1
+        counts[rank_bucket(rank)] += 1
     return counts
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scoring.schemas import RANK_BUCKETS
+
 # No script, no network: only inline styles and inline images may load.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 TOOLTIP_ALTERNATIVES = 5
@@ -34,12 +36,17 @@ class Bucket:
     colour: str
 
 
-# The limits match scoring.analysis.bucket_counts (imported there with torch, so not from here).
-BUCKETS = (
-    Bucket("top10", "top 10", 10, "#ADFF80"),
-    Bucket("top100", "top 100", 100, "#FFEA80"),
-    Bucket("top1000", "top 1000", 1000, "#FF9280"),
-    Bucket("beyond", "beyond", None, "#E5B0FF"),
+# Keys and limits are the scoring contract's (scoring.schemas.RANK_BUCKETS); labels and colours
+# are the report's own.
+_LOOKS = (
+    ("top 10", "#ADFF80"),
+    ("top 100", "#FFEA80"),
+    ("top 1000", "#FF9280"),
+    ("beyond", "#E5B0FF"),
+)
+BUCKETS = tuple(
+    Bucket(key, label, limit, colour)
+    for (key, limit), (label, colour) in zip(RANK_BUCKETS, _LOOKS, strict=True)
 )
 
 _STYLE = """

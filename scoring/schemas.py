@@ -6,6 +6,8 @@ the OpenAPI document the server publishes says exactly what a request may contai
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -204,3 +206,69 @@ def openapi_document(title: str = "azureml-byom scoring", version: str = "1") ->
         },
         "components": {"schemas": schemas},
     }
+
+
+# GLTR rank buckets, in order: the key in `Buckets` and the highest rank each holds (None: no
+# bound). The analysis counts with them, the report colours them, the delivery gate compares them.
+RANK_BUCKETS: tuple[tuple[str, int | None], ...] = (
+    ("top10", 10),
+    ("top100", 100),
+    ("top1000", 1000),
+    ("beyond", None),
+)
+
+
+def rank_bucket(rank: int) -> str:
+    """The GLTR bucket of a 1-based rank."""
+    return next(key for key, limit in RANK_BUCKETS if limit is None or rank <= limit)
+
+
+@dataclass(frozen=True)
+class PatternContract:
+    """What one pattern takes and returns, and how a deployment proves it serves it."""
+
+    request: type[BaseModel]
+    response: type[BaseModel]
+    smoke_request: Mapping[str, Any]
+    """A small request every deployment of the pattern must answer (delivery's smoke test)."""
+    example_response: Mapping[str, Any]
+    """A valid answer to it (the fake workspace's canned response, the OpenAPI example)."""
+
+
+# The table of patterns: adding one is a row here plus its handler in `scoring.service` (and its
+# name in `scoring.settings.Pattern`). Infra's allowed patterns, delivery's smoke tests and the
+# fake workspace's answers all derive from it.
+PATTERNS: Mapping[str, PatternContract] = {
+    "generate": PatternContract(
+        request=GenerateRequest,
+        response=GenerateResponse,
+        smoke_request={
+            "task": "generate",
+            "prompt": "Reply with one word: ready?",
+            "max_new_tokens": 8,
+        },
+        example_response={
+            "text": "Ready.",
+            "finish_reason": "stop",
+            "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
+        },
+    ),
+    "analyze": PatternContract(
+        request=AnalyzeRequest,
+        response=TextAnalysis,
+        smoke_request={"task": "analyze", "text": "The quick brown fox jumps over the lazy dog."},
+        example_response={
+            "tokens": [
+                {"id": 504, "token": "The", "logprob": None, "rank": None, "top": []},
+                {"id": 2365, "token": " quick", "logprob": -7.1, "rank": 212, "top": []},
+            ],
+            "summary": {
+                "num_tokens": 2,
+                "scored_tokens": 1,
+                "mean_logprob": -7.1,
+                "perplexity": 1211.97,
+                "buckets": {"top10": 0, "top100": 0, "top1000": 1, "beyond": 0},
+            },
+        },
+    ),
+}

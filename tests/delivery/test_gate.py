@@ -146,12 +146,25 @@ def test_parse_analysis_skips_the_unscored_first_token() -> None:
     body = json.dumps(
         {
             "tokens": [
-                {"id": 7, "logprob": None, "rank": None},
-                {"id": 9, "logprob": -1.25, "rank": 3},
-            ]
+                {"id": 7, "token": "a", "logprob": None, "rank": None, "top": []},
+                {"id": 9, "token": " b", "logprob": -1.25, "rank": 3, "top": []},
+            ],
+            "summary": {
+                "num_tokens": 2,
+                "scored_tokens": 1,
+                "mean_logprob": -1.25,
+                "perplexity": 3.49,
+                "buckets": {"top10": 1, "top100": 0, "top1000": 0, "beyond": 0},
+            },
         }
     )
     assert parse_analysis(body) == TextScore((7, 9), (-1.25,), (3,))
+
+
+def test_an_answer_outside_the_contract_is_refused() -> None:
+    """The gate reads analyses through the scoring contract: a malformed one is an error."""
+    with pytest.raises(ValueError, match="summary"):
+        parse_analysis(json.dumps({"tokens": []}))
 
 
 def test_gate_failure_message_names_both_slots_and_the_failed_check() -> None:
