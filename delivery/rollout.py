@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from delivery.alerts import AlertSource
+from delivery.codeasset import staged
 from delivery.smoke import SmokeTestError
 from delivery.spec import (
     TAG_ENVIRONMENT,
@@ -38,6 +39,22 @@ from delivery.workspace import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _create_or_update(
+    workspace: WorkspaceClient,
+    spec: DeploymentSpec,
+    endpoint: str,
+    slot: str,
+    base_dir: Path | None,
+) -> None:
+    # Upload only what the server runs (delivery.codeasset): the same files the hash covers.
+    base = Path(base_dir or Path.cwd())
+    with staged(base, spec.code_dir, spec.scoring_script) as upload_base:
+        workspace.begin_create_or_update_deployment(
+            deployment_entity(spec, endpoint, slot, upload_base)
+        )
+
 
 SLOTS = ("blue", "green")
 
@@ -99,9 +116,7 @@ def rollout(
             workspace.set_traffic(endpoint, _all_to(previous), {})
             original = _Traffic(_all_to(previous), {})
         log.info("%s: deploying %s to slot %s at 0%% traffic", endpoint, spec.model, target)
-        workspace.begin_create_or_update_deployment(
-            deployment_entity(spec, endpoint, target, base_dir)
-        )
+        _create_or_update(workspace, spec, endpoint, target, base_dir)
     ready = _wait_ready(workspace, endpoint, target, fingerprint, policy, sleep, clock)
     try:
         smoke(workspace, endpoint, target, spec.pattern)
@@ -232,9 +247,7 @@ def _keep(
     if not policy.autoscale and live.instance_count != spec.instance_count:
         # Capacity is not part of the fingerprint: scale the live deployment in place.
         log.info("%s: scaling %s to %d instances", endpoint, live.name, spec.instance_count)
-        workspace.begin_create_or_update_deployment(
-            deployment_entity(spec, endpoint, live.name, base_dir)
-        )
+        _create_or_update(workspace, spec, endpoint, live.name, base_dir)
         changed = True
     standby = next_slot(live.name)
     return RolloutResult(

@@ -23,9 +23,10 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from delivery import codeasset
 from delivery.alerts import AlertSource, AzureMonitorAlerts
-from delivery.packaging import list_files, tree_hash
 from delivery.rollout import DeploymentSpec, RolloutPolicy, RolloutResult, retire, rollout
+from delivery.spec import DEFAULT_SCORING_SCRIPT
 from delivery.workspace import AzureMLWorkspace, WorkspaceClient, WorkspaceRef
 
 # Moving to another workspace or endpoint is a new resource: create there, retire here.
@@ -46,15 +47,10 @@ def connect_alerts(ref: WorkspaceRef) -> AlertSource:
     return AzureMonitorAlerts.connect(ref)
 
 
-def code_hash(code_dir: str | Path) -> str:
-    """Content hash of the scoring code as uploaded (bytecode caches left out)."""
-
-    def skip(relative: Path) -> bool:
-        return any(part == "__pycache__" or part.startswith(".") for part in relative.parts) or (
-            relative.suffix == ".pyc"
-        )
-
-    return tree_hash(Path(code_dir), list_files(Path(code_dir), skip=skip))
+def code_hash(code_dir: str | Path, entry: str = DEFAULT_SCORING_SCRIPT) -> str:
+    """Content hash of the scoring code as uploaded: the entry script and what it imports
+    (`delivery.codeasset`), not the client, CLI, report or demo tools beside it."""
+    return codeasset.code_hash(code_dir, entry)
 
 
 class RolloutProvider(ResourceProvider):
@@ -158,7 +154,10 @@ def rollout_props(args: RolloutArgs) -> dict[str, Any]:
     if not deployment.code_hash:
         # Hash at program time: a code edit is then an input change Pulumi can see.
         deployment = DeploymentSpec.from_props(
-            {**deployment.to_props(), "code_hash": code_hash(deployment.code_dir)}
+            {
+                **deployment.to_props(),
+                "code_hash": code_hash(deployment.code_dir, deployment.scoring_script),
+            }
         )
     return {
         "subscription_id": args.subscription_id,
