@@ -61,12 +61,15 @@ def code_hash(code_dir: str | Path, entry: str) -> str:
 
 
 @contextmanager
-def staged(base_dir: Path, code_dir: str, entry: str) -> Iterator[Path]:
-    """A temporary base folder whose `code_dir` holds only `server_files`: what to upload."""
-    source = Path(base_dir, code_dir)
+def staged(code_dir: str | Path, entry: str) -> Iterator[Path]:
+    """A temporary copy of the code folder holding only `server_files`: what to upload. It keeps
+    the folder's name, which the entry script's package imports rely on."""
+    source = Path(code_dir)
     with tempfile.TemporaryDirectory(prefix="byom-code-") as tmp:
+        folder = Path(tmp, source.resolve().name)
+        folder.mkdir()
         for relative in server_files(source, entry):
-            target = Path(tmp, code_dir, relative)
+            target = folder / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / relative, target)
-        yield Path(tmp)
+        yield folder

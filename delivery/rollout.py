@@ -49,10 +49,9 @@ def _create_or_update(
     base_dir: Path | None,
 ) -> None:
     # Upload only what the server runs (delivery.codeasset): the same files the hash covers.
-    base = Path(base_dir or Path.cwd())
-    with staged(base, spec.code_dir, spec.scoring_script) as upload_base:
+    with staged(Path(base_dir or Path.cwd(), spec.code_dir), spec.scoring_script) as code:
         workspace.begin_create_or_update_deployment(
-            deployment_entity(spec, endpoint, slot, upload_base)
+            deployment_entity(spec, endpoint, slot, code_folder=code)
         )
 
 

@@ -290,9 +290,17 @@ def _state(deployment: ManagedOnlineDeployment) -> DeploymentState:
 
 
 def deployment_entity(
-    spec: DeploymentSpec, endpoint: str, slot: str, base_dir: Path | None = None
+    spec: DeploymentSpec,
+    endpoint: str,
+    slot: str,
+    base_dir: Path | None = None,
+    *,
+    code_folder: Path | None = None,
 ) -> ManagedOnlineDeployment:
-    """The azure-ai-ml deployment entity for a slot of `spec`, tagged with what it runs."""
+    """The azure-ai-ml deployment entity for a slot of `spec`, tagged with what it runs.
+
+    `code_folder` is what to upload (a staged copy, see `delivery.codeasset.staged`); by default
+    `spec.code_dir` below `base_dir` (or the working directory)."""
     from azure.ai.ml.entities import (
         CodeConfiguration,
         ManagedOnlineDeployment,
@@ -305,7 +313,7 @@ def deployment_entity(
         model=spec.model,
         environment=spec.environment,
         code_configuration=CodeConfiguration(
-            code=str(Path(base_dir or Path.cwd(), spec.code_dir)),
+            code=str(code_folder or Path(base_dir or Path.cwd(), spec.code_dir)),
             scoring_script=spec.scoring_script,
         ),
         instance_type=spec.instance_type,

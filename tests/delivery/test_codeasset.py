@@ -58,12 +58,11 @@ def test_a_module_the_server_starts_importing_is_uploaded(scoring: Path) -> None
 
 def test_the_staged_upload_holds_exactly_the_hashed_files(scoring: Path) -> None:
     """What is uploaded is what the fingerprint covers."""
-    with staged(scoring.parent, "scoring", "score.py") as base:
+    with staged(scoring, "score.py") as folder:
+        assert folder.name == "scoring"  # score.py imports the package by that name
         uploaded = sorted(
-            p.relative_to(base / "scoring").as_posix()
-            for p in (base / "scoring").rglob("*")
-            if p.is_file()
+            p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
         )
-        assert tuple(uploaded) == server_files(scoring, "score.py")
-        assert code_hash(base / "scoring", "score.py") == code_hash(scoring, "score.py")
-    assert not base.exists()
+        assert tuple(sorted(uploaded)) == server_files(scoring, "score.py")
+        assert code_hash(folder, "score.py") == code_hash(scoring, "score.py")
+    assert not folder.exists()

@@ -22,6 +22,7 @@ from delivery.rollout import (
 )
 from delivery.smoke import SmokeTestError
 from delivery.workspace import deployment_entity
+from scoring.schemas import PATTERNS
 from tests.delivery.conftest import ENDPOINT, deploy, register_spec, write_tiny_model
 
 
@@ -134,7 +135,7 @@ def test_a_failure_after_the_first_step_returns_traffic_to_the_old_slot(
     def flaky(endpoint: str, deployment: str, request: str) -> str:
         broken = next(answers)
         if broken is None:
-            return json.dumps({"text": "ok", "finish_reason": "stop", "usage": {}})
+            return json.dumps(PATTERNS["generate"].example_response)
         return broken(endpoint, deployment, request)
 
     fake.respond(ENDPOINT, "green", flaky)
