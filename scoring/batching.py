@@ -46,6 +46,7 @@ class GenerationEngine:
     def __init__(self, lm: LoadedModel, *, max_batch_size: int = 16, max_queue: int = 64) -> None:
         self.lm = lm
         self.max_batch_size = max_batch_size
+        self.active_rows = 0  # rows in the running batch, as of the last step (for metrics)
         self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._loop, name="decode-loop", daemon=True)
         self._thread.start()
@@ -77,6 +78,7 @@ class GenerationEngine:
                     _resolve(row)
                 for row in batch.expire(time.monotonic()):
                     _fail(row, DeadlineExceededError("the request's time budget ran out"))
+                self.active_rows = len(batch)
             except Exception as error:  # a failed step must not kill the loop or strand callers
                 log.exception("decode step failed; failing the %d rows in the batch", len(batch))
                 for row in batch.rows:
@@ -178,4 +180,6 @@ def plain_generate(lm: LoadedModel, prompt_ids: list[int], params: SamplingParam
     text = lm.tokenizer.decode(tokens, skip_special_tokens=True)
     text, stopped = cut_at_stop(text, params.stop)
     ended = ended or stopped
-    return Generation(text, "stop" if ended else "length", len(prompt_ids), len(tokens))
+    return Generation(
+        text, "stop" if ended else "length", len(prompt_ids), len(tokens), token_ids=tuple(tokens)
+    )
