@@ -366,6 +366,9 @@ def create_app(server: OpenAIServer) -> Starlette:
     return Starlette(
         routes=[
             route("/", server.ready, "GET"),
+            # The endpoint's own scoring URI (what `az ml online-endpoint invoke` and the rollout's
+            # smoke test call) lands on the scoring route itself.
+            route("/", server.score, "POST"),
             route("/health", server.health, "GET"),
             route("/ready", server.ready, "GET"),
             route("/metrics", server.metrics, "GET"),
