@@ -261,6 +261,10 @@ def generate_request(
     else:
         length, length_param = request.max_tokens, "max_tokens"
         body = {"prompt": request.prompt_text()}
+    if length == 0:
+        raise OpenAIError(
+            400, f"{length_param} must be at least 1 (0 only with echo)", length_param
+        )
     generate = GenerateRequest.model_validate(
         {
             **body,

@@ -179,6 +179,8 @@ def test_completion_with_echo_continues_the_prompt(server: LocalOpenAIServer) ->
         ({"extra_body": {"guided_json": {}}}, "guided_json"),
         ({"top_logprobs": 3}, "top_logprobs"),
         ({"max_tokens": 500}, "max_tokens"),
+        ({"max_completion_tokens": 500}, "max_completion_tokens"),
+        ({"max_tokens": 0}, "max_tokens"),
     ],
 )
 def test_refused_parameter_raises_the_sdks_bad_request_error(
