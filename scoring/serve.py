@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scoring import openai_api as oai
+from scoring.engine import Job
 from scoring.generation import SamplingParams
 from scoring.metrics import MetricsRecorder, PrometheusMetrics, RequestMetrics
 from scoring.model import load_model
@@ -51,7 +52,10 @@ log = logging.getLogger("scoring.serve")
 
 DONE = "[DONE]"
 RETRY_LOADING = {"Retry-After": "5"}
-PING_S = 15  # an SSE comment this often keeps idle proxies from closing a slow stream
+# No keep-alive comments: azure-ai-inference's stream parser refuses any line but `data:`.
+# Long silences come before the first token (queue, prefill), and the response starts only then.
+PING_S = 0
+SEP = "\n"  # LF, not sse-starlette's CRLF default: azure-ai-inference splits events on "\n\n"
 
 
 class OpenAIServer:
@@ -118,10 +122,11 @@ class OpenAIServer:
         if self.service is None:
             reply = ClientError(503, "model not loaded", headers={"Retry-After": "5"}).reply()
             return JSONResponse(reply.body, reply.status, reply.headers)
+        job = self.service.new_job()  # the deadline counts from arrival
         body = await request.body()
-        answer = await anyio.to_thread.run_sync(self.service.handle, body)
+        answer = await anyio.to_thread.run_sync(self.service.handle, body, job)
         if isinstance(answer, ScoreStream):
-            return EventSourceResponse(answer, headers=answer.headers, ping=PING_S)
+            return EventSourceResponse(answer, headers=answer.headers, ping=PING_S, sep=SEP)
         return JSONResponse(answer.body, answer.status, answer.headers)
 
     # OpenAI --------------------------------------------------------------------------------
@@ -141,6 +146,7 @@ class OpenAIServer:
             service = self._service()
         except OpenAIError as error:
             return _error_response(error)
+        job = service.new_job()  # the deadline counts from arrival
         call = service.begin("generate")
         keep_open = False
         try:
@@ -151,13 +157,15 @@ class OpenAIServer:
             parsed = oai.parse(model, call.payload)
             self._check_model(parsed.model)
             if isinstance(parsed, CompletionRequest) and parsed.echo:
-                reply = await anyio.to_thread.run_sync(self._echo_completion, service, call, parsed)
+                reply = await anyio.to_thread.run_sync(
+                    self._echo_completion, service, call, parsed, job
+                )
             elif parsed.stream:
-                response = await self._stream(service, call, parsed)
+                response = await self._stream(service, call, parsed, job)
                 keep_open = True
                 return response
             else:
-                reply = await anyio.to_thread.run_sync(self._complete, service, call, parsed)
+                reply = await anyio.to_thread.run_sync(self._complete, service, call, parsed, job)
             call.reply = Reply(200, reply)
             return JSONResponse(reply)
         except OpenAIError as error:
@@ -189,11 +197,13 @@ class OpenAIServer:
             raise OpenAIError.from_client_error(error, renames) from None
         return ids, params, renames
 
-    def _complete(self, service: ScoringService, call: Call, parsed: oai.R) -> dict[str, Any]:
+    def _complete(
+        self, service: ScoringService, call: Call, parsed: oai.R, job: Job
+    ) -> dict[str, Any]:
         """A non-streamed chat completion or completion (runs on a worker thread)."""
         ids, params, renames = self._prepare(service, call, parsed)
         try:
-            result = service.engine_for_generation().submit(ids, params, service.new_job())
+            result = service.engine_for_generation().submit(ids, params, job)
             done = service.finish_generation(ids, result, call.trace)
         except Exception as error:
             raise OpenAIError.from_client_error(service.refusal(error), renames) from None
@@ -243,7 +253,7 @@ class OpenAIServer:
         return analysis, len(ids)
 
     def _echo_completion(
-        self, service: ScoringService, call: Call, parsed: CompletionRequest
+        self, service: ScoringService, call: Call, parsed: CompletionRequest, job: Job
     ) -> dict[str, Any]:
         """``echo``: the prompt's own token logprobs (``max_tokens: 0`` is token analysis in
         OpenAI's terms), then the completion, if any, scored in the same pass."""
@@ -255,7 +265,7 @@ class OpenAIServer:
         if parsed.max_tokens != 0:
             ids, params, renames = self._prepare(service, call, parsed)
             try:
-                result = service.engine_for_generation().submit(ids, params, service.new_job())
+                result = service.engine_for_generation().submit(ids, params, job)
                 done = service.finish_generation(ids, result, call.trace)
             except Exception as error:
                 raise OpenAIError.from_client_error(service.refusal(error), renames) from None
@@ -275,15 +285,17 @@ class OpenAIServer:
         name = self.served_name or service.lm.name
         return oai.completion(name, text + out_text, finish, use, logprobs)
 
-    async def _stream(self, service: ScoringService, call: Call, parsed: oai.R) -> Response:
+    async def _stream(
+        self, service: ScoringService, call: Call, parsed: oai.R, job: Job
+    ) -> Response:
         """Read the first event before committing to a 200: a refusal is still a JSON error."""
         ids, params, renames = await anyio.to_thread.run_sync(self._prepare, service, call, parsed)
-        stream = GenerationStream(service.engine_for_generation(), ids, params, service.new_job())
+        stream = GenerationStream(service.engine_for_generation(), ids, params, job)
         first = await stream.anext_event()
         if isinstance(first, Failed):
             raise OpenAIError.from_client_error(service.refusal(first.error), renames)
         chunks = self._chunks(service, call, parsed, ids, stream, first)
-        return EventSourceResponse(chunks, headers=ScoreStream.headers, ping=PING_S)
+        return EventSourceResponse(chunks, headers=ScoreStream.headers, ping=PING_S, sep=SEP)
 
     async def _chunks(
         self,

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 RETRY_AFTER_S = 1
+# Not sent to anyone (the client is gone): the status the metrics record for a cancelled request,
+# as nginx logs a client that closed its connection.
+CLIENT_CLOSED = 499
 _KEYS_OF = {Pattern.GENERATE: {"prompt", "messages"}, Pattern.ANALYZE: {"text", "texts"}}
 
 
@@ -137,22 +140,19 @@ class ScoringService:
         self.metrics = metrics or MetricsRecorder(lm.name)
         self.capture = capture
         self.input_limit = min(settings.max_input_tokens, lm.context_length - 1)
-        self.engine = (
-            GenerationEngine(
-                lm, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue
-            )
-            if Pattern.GENERATE in settings.patterns
-            else None
-        )
+        self.engine = _engine(lm, settings) if Pattern.GENERATE in settings.patterns else None
         # One forward pass at a time: analysis batches are already as wide as the request.
         self._analysis_gate = _Gate(active=1, waiting=settings.max_queue)
 
-    def handle(self, body: bytes) -> Reply | ScoreStream:
+    def handle(self, body: bytes, job: Job | None = None) -> Reply | ScoreStream:
         """Answer one ``POST /score`` body; record its metrics, capture it when enabled.
 
-        A generate request with ``"stream": true`` that passes every check gets a
-        :class:`ScoreStream` (its first event already read, so a refusal is still a JSON 4xx).
+        ``job`` carries the request's deadline from arrival and its cancellation (the front door
+        sets it when the client goes away); by default the deadline starts now. A generate
+        request with ``"stream": true`` that passes every check gets a :class:`ScoreStream`
+        (its first event already read, so a refusal is still a JSON 4xx).
         """
+        job = job if job is not None else self.new_job()
         call = self.begin()
         try:
             call.payload = self._parse(body)
@@ -161,8 +161,8 @@ class ScoringService:
             if pattern is Pattern.GENERATE:
                 request = _validate(GenerateRequest, call.payload)
                 if request.stream:
-                    return ScoreStream.open(self, call, request)
-                result: BaseModel = self.generate(request, call.trace)
+                    return ScoreStream.open(self, call, request, job)
+                result: BaseModel = self.generate(request, call.trace, job)
             else:
                 result = self.analyze(_validate(AnalyzeRequest, call.payload), call.trace)
             call.reply = Reply(200, result.model_dump())
@@ -185,6 +185,10 @@ class ScoringService:
         self.metrics.record(trace)
         if self.capture is not None and call.payload is not None:
             self.capture.record(call.payload, call.reply.body)  # redacts before writing
+
+    def new_job(self, **kwargs: object) -> Job:
+        """A job whose deadline is this deployment's request timeout from now (arrival)."""
+        return Job.within(self.settings.request_timeout_s, **kwargs)
 
     def warm_up(self) -> float:
         """One tiny request per served pattern before the server reports ready; returns seconds.
@@ -242,18 +246,19 @@ class ScoringService:
     # Pattern 1 -----------------------------------------------------------------------------
 
     def generate(
-        self, request: GenerateRequest, trace: RequestMetrics | None = None
+        self, request: GenerateRequest, trace: RequestMetrics | None = None, job: Job | None = None
     ) -> GenerateResponse:
         trace = trace if trace is not None else RequestMetrics()
+        job = job if job is not None else self.new_job()
         ids, params = self.prepare_generation(request, trace)
         try:
-            result = self.engine_for_generation().submit(ids, params, self.new_job())
+            result = self.engine_for_generation().submit(ids, params, job)
         except Exception as error:
             raise self.refusal(error) from None
         return self.finish_generation(ids, result, trace)
 
     def stream(
-        self, request: GenerateRequest, trace: RequestMetrics | None = None
+        self, request: GenerateRequest, trace: RequestMetrics | None = None, job: Job | None = None
     ) -> GenerationStream:
         """Start a generation whose text arrives piece by piece; limits are checked first.
 
@@ -261,16 +266,14 @@ class ScoringService:
         (queue full) is then still a plain JSON 4xx (see :meth:`refusal`).
         """
         trace = trace if trace is not None else RequestMetrics()
+        job = job if job is not None else self.new_job()
         ids, params = self.prepare_generation(request, trace)
-        return GenerationStream(self.engine_for_generation(), ids, params, self.new_job())
+        return GenerationStream(self.engine_for_generation(), ids, params, job)
 
     def engine_for_generation(self) -> GenerationEngine | SerialEngine:
         if self.engine is None:
             raise ClientError(400, "this deployment does not serve 'generate'")
         return self.engine
-
-    def new_job(self) -> Job:
-        return Job.within(self.settings.request_timeout_s)
 
     def refusal(self, error: BaseException) -> ClientError:
         """The reply for an engine error: retry later when busy or late, else a plain failure."""
@@ -281,7 +284,7 @@ class ScoringService:
         if isinstance(error, DeadlineExceededError):
             return _retry_later(503, f"generation did not finish in time: {error}")
         if isinstance(error, CancelledError):
-            return ClientError(499, f"the client went away: {error}")
+            return ClientError(CLIENT_CLOSED, f"cancelled: {error}")
         log.error("generation failed: %s: %s", type(error).__name__, error)
         return ClientError(500, f"generation failed: {type(error).__name__}")
 
@@ -478,8 +481,10 @@ class ScoreStream:
         self._done = self._recorded = False
 
     @classmethod
-    def open(cls, service: ScoringService, call: Call, request: GenerateRequest) -> ScoreStream:
-        stream = service.stream(request, call.trace)
+    def open(
+        cls, service: ScoringService, call: Call, request: GenerateRequest, job: Job | None = None
+    ) -> ScoreStream:
+        stream = service.stream(request, call.trace, job)
         first = stream.next_event()
         if isinstance(first, Failed):
             raise service.refusal(first.error)
@@ -523,7 +528,7 @@ class ScoreStream:
         if not self._done:
             self._done = True
             self.stream.cancel()
-            self.call.fail(ClientError(499, "the client closed the stream"))
+            self.call.fail(ClientError(CLIENT_CLOSED, "the client closed the stream"))
         if not self._recorded:
             self._recorded = True
             self.service.end(self.call)

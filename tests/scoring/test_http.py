@@ -140,8 +140,9 @@ def test_a_streamed_generation_arrives_piece_by_piece(server: LocalServer) -> No
         arrivals.append(time.monotonic() - start)
         events.append(event)
     assert "".join(e["text"] for e in events) == whole["text"]
-    assert events[-1]["finish_reason"] == whole["finish_reason"] == "length"
+    assert events[-1]["finish_reason"] == whole["finish_reason"]
     assert events[-1]["usage"] == whole["usage"]
+    assert whole["usage"]["completion_tokens"] > 10, whole
     assert len(events) > 10  # one event per decoded piece, then the final one
     # The first piece is out after the prefill, long before the 48th token.
     assert arrivals[0] < arrivals[-1] / 3, (arrivals[0], arrivals[-1])
