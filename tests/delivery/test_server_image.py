@@ -21,6 +21,7 @@ from delivery.environment import (
 )
 from delivery.fake import FakeWorkspace
 from delivery.rollout import DeploymentSpec, RolloutPolicy
+from delivery.workspace import deployment_entity
 from scoring.serve import OpenAIServer, create_app
 from tests.delivery.conftest import ENDPOINT, deploy, register_spec
 
@@ -101,7 +102,7 @@ def test_an_openai_deployment_runs_the_image_without_a_code_asset(
 ) -> None:
     image = register_environment(fake, ServerImageSpec())
     spec = register_spec(fake, tiny_model, code_dir, environment=image.asset_id, server="openai")
-    entity = spec.to_deployment(ENDPOINT, "blue")
+    entity = deployment_entity(spec, ENDPOINT, "blue")
     assert entity.code_configuration is None
     policy = RolloutPolicy(traffic_steps=(100,), step_wait_s=0, poll_interval_s=0)
     result = deploy(fake, spec, policy)
@@ -114,7 +115,7 @@ def test_the_service_refuses_a_scriptless_deployment_on_a_conda_environment(
     """Without inference_config Azure ML's server runs the image and needs a scoring script."""
     spec = register_spec(fake, tiny_model, code_dir, server="openai")
     with pytest.raises(HttpResponseError, match="inference_config"):
-        fake.begin_create_or_update_deployment(spec.to_deployment(ENDPOINT, "blue"))
+        fake.begin_create_or_update_deployment(deployment_entity(spec, ENDPOINT, "blue"))
 
 
 def test_the_default_server_keeps_existing_fingerprints(
