@@ -9,6 +9,9 @@
       byom:environment:
         name: "byom-inference-gpu"
         version: "9a8b7c6d5e4f3a2b"
+      byom:serverEnvironment:            # the OpenAI-compatible server's image (server: openai)
+        name: "byom-openai-server"
+        version: "150a171e851fad01"
 
 `pulumi_config()` hands the whole file to the Pulumi runtime (the offline plan, the policy
 check); `ModelConfig`/`EnvironmentConfig` are the one parser of the delivery blocks (infra's
@@ -22,6 +25,7 @@ import io
 import json
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,7 @@ from delivery.workspace import WorkspaceRef
 DELIVERY_NAMESPACE = "byom"
 MODEL_KEY = f"{DELIVERY_NAMESPACE}:model"
 ENVIRONMENT_KEY = f"{DELIVERY_NAMESPACE}:environment"
+SERVER_ENVIRONMENT_KEY = f"{DELIVERY_NAMESPACE}:serverEnvironment"
 WORKSPACE_OUTPUT = "workspaceId"
 # Validation context under which a model block's version is not checked against its hash: infra
 # reads what the delivery CLI wrote and checked.
@@ -129,25 +134,35 @@ def pulumi_config(project_dir: Path, stack: str) -> tuple[str, dict[str, str]]:
 def read_stack_config(path: Path) -> tuple[ModelConfig | None, EnvironmentConfig | None]:
     """The delivery blocks of a stack file (None for a block it lacks)."""
     config = read_config(path)
-    blocks: list[Any] = []
-    for key, kind in ((MODEL_KEY, ModelConfig), (ENVIRONMENT_KEY, EnvironmentConfig)):
-        block = config.get(key)
-        try:
-            blocks.append(None if block is None else _parse(kind, block))
-        except ValidationError as exc:
-            where, value, allowed = first_error(exc)
-            raise StackConfigError(
-                f"{path}: {key}.{where} = {value!r} is invalid; allowed: {allowed}"
-            ) from None
-    return blocks[0], blocks[1]
+    return (
+        _read_block(path, config, MODEL_KEY, ModelConfig),
+        _read_block(path, config, ENVIRONMENT_KEY, EnvironmentConfig),
+    )
 
 
-def _parse(kind: type[Any], block: Any) -> Any:
-    return TypeAdapter(kind).validate_python(block)
+def _read_block(path: Path, config: Mapping[str, Any], key: str, kind: type[Any]) -> Any:
+    block = config.get(key)
+    if block is None:
+        return None
+    try:
+        return TypeAdapter(kind).validate_python(block)
+    except ValidationError as exc:
+        where, value, allowed = first_error(exc)
+        raise StackConfigError(
+            f"{path}: {key}.{where} = {value!r} is invalid; allowed: {allowed}"
+        ) from None
+
+
+def read_server_environment(path: Path) -> EnvironmentConfig | None:
+    """`byom:serverEnvironment` of a stack file, if it has one."""
+    return _read_block(path, read_config(path), SERVER_ENVIRONMENT_KEY, EnvironmentConfig)
 
 
 def write_stack_config(
-    path: Path, model: ModelConfig | None = None, environment: EnvironmentConfig | None = None
+    path: Path,
+    model: ModelConfig | None = None,
+    environment: EnvironmentConfig | None = None,
+    server_environment: EnvironmentConfig | None = None,
 ) -> None:
     """Set the delivery blocks in a stack file, creating the file or `config:` if needed."""
     editor = YAML()
@@ -159,7 +174,12 @@ def write_stack_config(
     document = (editor.load(text) if text.strip() else None) or CommentedMap()
     if document.get("config") is None:
         document["config"] = CommentedMap()
-    for key, block in ((MODEL_KEY, model), (ENVIRONMENT_KEY, environment)):
+    blocks = (
+        (MODEL_KEY, model),
+        (ENVIRONMENT_KEY, environment),
+        (SERVER_ENVIRONMENT_KEY, server_environment),
+    )
+    for key, block in blocks:
         if block is not None:
             values = {k: DoubleQuotedScalarString(v) for k, v in block.to_yaml().items()}
             document["config"][key] = CommentedMap(values)
