@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from scoring.analysis import TokenScores
 from scoring.generation import Generation, SamplingParams
 
 
@@ -51,13 +52,35 @@ class Job:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
+    def stop_error(self, now: float | None = None) -> DeadlineExceededError | CancelledError | None:
+        """Why this job's work must stop now (cancelled wins over late), or None to go on."""
+        if self.cancelled.is_set():
+            return CancelledError("the client went away; its work was stopped")
+        if (time.monotonic() if now is None else now) >= self.deadline:
+            return DeadlineExceededError("the request's time budget ran out")
+        return None
+
 
 class Engine(Protocol):
-    """What the service needs from a generation engine."""
+    """What the service needs from an engine: generation and token analysis on one model copy.
+
+    ``name`` is the ``SCORING_ENGINE`` value that selects it; ``analysis_slots`` is how many
+    analysis requests it runs at once (the service queues the rest).
+    """
+
+    name: str
+    analysis_slots: int
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, job: Job) -> Generation:
         """Generate for one prompt; blocks the calling thread until the result or an error.
 
         Raises :class:`QueueFullError`, :class:`DeadlineExceededError` or :class:`CancelledError`.
+        """
+        ...
+
+    def analyze(self, batch: list[list[int]], top_k: int, job: Job) -> list[TokenScores]:
+        """Each text's token log-probabilities, full-vocabulary ranks and top-k alternatives.
+
+        Raises the same errors as :meth:`submit`.
         """
         ...

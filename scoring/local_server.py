@@ -37,7 +37,8 @@ class LocalServer:
         *,
         env: dict[str, str] | None = None,
         threads: int = 8,
-        startup_timeout_s: float = 180.0,
+        # vLLM's start-up took 84-270 s on 2 shared cores (docs/performance.md).
+        startup_timeout_s: float = 600.0,
         log_path: Path | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)

@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from scoring.analysis import TokenScores, bucket_counts, perplexity, score_tokens
-from scoring.batching import GenerationEngine, SerialEngine
-from scoring.engine import DeadlineExceededError, Job, QueueFullError
+from scoring.analysis import TokenScores, bucket_counts, perplexity
+from scoring.engine import CancelledError, DeadlineExceededError, Engine, Job, QueueFullError
+from scoring.engines import transformers_engine
 from scoring.generation import SamplingParams
 from scoring.metrics import MetricsRecorder, RequestMetrics, pooled
-from scoring.model import LoadedModel
+from scoring.model import LoadedModel, ModelInfo
 from scoring.redaction import Capture
 from scoring.schemas import (
     AnalysisSummary,
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 RETRY_AFTER_S = 1
+# Not sent to anyone (the client is gone): the status the metrics record for a cancelled request,
+# as nginx logs a client that closed its connection.
+CLIENT_CLOSED = 499
 _KEYS_OF = {Pattern.GENERATE: {"prompt", "messages"}, Pattern.ANALYZE: {"text", "texts"}}
 
 
@@ -108,13 +111,19 @@ class _Gate:
 
 
 class ScoringService:
-    """Both patterns over one loaded model, within the deployment's limits."""
+    """Both patterns over one model and one engine, within the deployment's limits.
+
+    ``engine`` comes from :func:`scoring.engines.open_model` (which honours ``SCORING_ENGINE``);
+    without one, the service runs the transformers weights in ``lm`` with this project's engine
+    (``serial`` when the settings say so, else ``continuous``).
+    """
 
     def __init__(
         self,
-        lm: LoadedModel,
+        lm: LoadedModel | ModelInfo,
         settings: ScoringSettings,
         *,
+        engine: Engine | None = None,
         metrics: MetricsRecorder | None = None,
         capture: Capture | None = None,
     ) -> None:
@@ -122,15 +131,8 @@ class ScoringService:
         self.metrics = metrics or MetricsRecorder(lm.name)
         self.capture = capture
         self.input_limit = min(settings.max_input_tokens, lm.context_length - 1)
-        self.engine = (
-            GenerationEngine(
-                lm, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue
-            )
-            if Pattern.GENERATE in settings.patterns
-            else None
-        )
-        # One forward pass at a time: analysis batches are already as wide as the request.
-        self._analysis_gate = _Gate(active=1, waiting=settings.max_queue)
+        self.engine: Engine = engine if engine is not None else _engine_for(lm, settings)
+        self._analysis_gate = _Gate(self.engine.analysis_slots, waiting=settings.max_queue)
 
     def handle(self, body: bytes) -> Reply:
         """Answer one ``POST /score`` body; record its metrics, capture it when enabled."""
@@ -163,10 +165,10 @@ class ScoringService:
         """
         start = time.perf_counter()
         ids = self.lm.tokenizer("Hello").input_ids or [0]
-        if self.engine is not None:
+        if Pattern.GENERATE in self.settings.patterns:
             self.engine.submit(ids, SamplingParams(1, 0.0, 1.0, 0, (), None), Job.within(300.0))
         if Pattern.ANALYZE in self.settings.patterns:
-            self._score([ids * 2], top_k=1)  # also compiles the analysis kernel
+            self._score([ids * 2], 1, Job.within(300.0))  # also compiles the analysis kernel
         return time.perf_counter() - start
 
     def _parse(self, body: bytes) -> dict[str, Any]:
@@ -213,8 +215,8 @@ class ScoringService:
     def generate(
         self, request: GenerateRequest, trace: RequestMetrics | None = None
     ) -> GenerateResponse:
-        assert self.engine is not None
         trace = trace if trace is not None else RequestMetrics()
+        job = Job.within(self.settings.request_timeout_s)
         ids = self._prompt_ids(request)
         trace.tokens_in = len(ids)
         field_name = "prompt" if request.prompt is not None else "messages"
@@ -243,18 +245,20 @@ class ScoringService:
             request.seed,
         )
         try:
-            result = self.engine.submit(ids, params, Job.within(self.settings.request_timeout_s))
+            result = self.engine.submit(ids, params, job)
         except QueueFullError as error:
             raise _retry_later(429, f"generation queue is full ({error}); retry later") from None
         except DeadlineExceededError as error:
             raise _retry_later(503, f"generation did not finish in time: {error}") from None
+        except CancelledError as error:
+            raise ClientError(CLIENT_CLOSED, f"cancelled: {error}") from None
         trace.tokens_out, trace.finish_reason = result.completion_tokens, result.finish_reason
         trace.queue_wait_ms = result.queue_wait_s * 1000
         wanted, trace.perplexity_skipped = self.metrics.wants_generated_perplexity()
         if wanted and result.text:
             # Re-tokenized output: close to, not exactly, the sampled ids.
             out = self.lm.tokenizer(result.text, add_special_tokens=False).input_ids
-            [scores] = self._score([ids + out], top_k=0)
+            [scores] = self._score([ids + out], 0, job)
             _, trace.perplexity = pooled([scores.logprobs[len(ids) - 1 :].tolist()])
         return GenerateResponse(
             text=result.text,
@@ -314,19 +318,27 @@ class ScoringService:
                 "texts",
                 f"{total} tokens in all; the limit is {self.settings.max_total_tokens}",
             )
+        job = Job.within(self.settings.request_timeout_s)
         queued = time.perf_counter()
         with self._analysis_gate:
             trace.queue_wait_ms = (time.perf_counter() - queued) * 1000
-            scores = self._score(batch, request.top_k)
+            scores = self._score(batch, request.top_k, job)
         trace.texts, trace.tokens_in, trace.tokens_out = len(batch), total, 0
         trace.mean_logprob, trace.perplexity = pooled([s.logprobs.tolist() for s in scores])
         trace.rank_buckets = bucket_counts([r for s in scores for r in s.ranks.tolist()])
         results = [self._describe(s) for s in scores]
         return results[0] if request.text is not None else AnalyzeBatchResponse(results=results)
 
-    def _score(self, batch: list[list[int]], top_k: int) -> list[TokenScores]:
-        chunk, compiled = self.settings.analysis_chunk_tokens, self.settings.compile_analysis
-        return score_tokens(self.lm, batch, top_k, chunk, compiled)
+    def _score(self, batch: list[list[int]], top_k: int, job: Job) -> list[TokenScores]:
+        """Token scores from whichever engine runs the model."""
+        try:
+            return self.engine.analyze(batch, top_k, job)
+        except QueueFullError as error:
+            raise _retry_later(429, f"analysis queue is full ({error}); retry later") from None
+        except DeadlineExceededError as error:
+            raise _retry_later(503, f"analysis did not finish in time: {error}") from None
+        except CancelledError as error:
+            raise ClientError(CLIENT_CLOSED, f"cancelled: {error}") from None
 
     def _describe(self, scores: TokenScores) -> TextAnalysis:
         logprobs, ranks = scores.logprobs.tolist(), scores.ranks.tolist()
@@ -358,12 +370,16 @@ class ScoringService:
         return TextAnalysis(tokens=tokens, summary=summary)
 
 
-def _engine(lm: LoadedModel, settings: ScoringSettings) -> GenerationEngine | SerialEngine:
-    if settings.engine == "serial":
-        return SerialEngine(lm, max_queue=settings.max_queue)
-    return GenerationEngine(
-        lm, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue
-    )
+def _engine_for(lm: LoadedModel | ModelInfo, settings: ScoringSettings) -> Engine:
+    """This project's engine over weights already loaded; vLLM loads its own (open_model)."""
+    if not isinstance(lm, LoadedModel) or (
+        settings.engine == "vllm" and "engine" in settings.model_fields_set
+    ):
+        raise ValueError(
+            "SCORING_ENGINE=vllm loads the weights itself: build the service with "
+            "scoring.engines.open_model(settings)"
+        )
+    return transformers_engine(lm, settings)
 
 
 def _validate(model: type[M], payload: dict[str, Any]) -> M:
