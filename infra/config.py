@@ -656,7 +656,7 @@ def _off_hours(section: _Section | None) -> OffHoursSettings | None:
 
 
 def _derived_limits(
-    section: _Section, model_size_gb: float | None
+    section: _Section, model_size_gb: float | None, engine: str
 ) -> tuple[int, int | None, dict[str, str]]:
     """Request timeout, max new tokens and server env vars from the model size and token budget."""
     max_new = section.integer("maxNewTokens", 0, 0, 32768) or None
@@ -677,7 +677,8 @@ def _derived_limits(
     if max_new:
         env["SCORING_MAX_NEW_TOKENS"] = str(max_new)
     if model_size_gb is not None:
-        env["WORKER_TIMEOUT"] = str(sizing.startup_budget(model_size_gb).worker_timeout_s)
+        budget = sizing.startup_budget(model_size_gb, engine)
+        env["WORKER_TIMEOUT"] = str(budget.worker_timeout_s)
     return timeout, max_new, env
 
 
@@ -693,16 +694,25 @@ def _deployment(
                 value,
                 "string values; SCORING_PATTERNS is set from the pattern name",
             )
-    timeout, max_new, derived_env = _derived_limits(section, model_size_gb)
-    # LLM containers load weights before answering; probes must wait for that.
+    # The image's default engine is vLLM; a stack may pin another with SCORING_ENGINE.
+    engine = variables.get("SCORING_ENGINE", "vllm")
+    timeout, max_new, derived_env = _derived_limits(section, model_size_gb, engine)
+    # LLM containers load weights (and vLLM compiles) before answering; probes must wait for that.
     delay = (
-        600 if model_size_gb is None else sizing.startup_budget(model_size_gb).probe_initial_delay_s
+        600
+        if model_size_gb is None
+        else sizing.startup_budget(model_size_gb, engine).probe_initial_delay_s
     )
     concurrency = section.integer("maxConcurrentRequestsPerInstance", 1, 1, 1000)
-    derived_env = {**sizing.server_concurrency(concurrency), **derived_env}
+    instance_type = section.text("instanceType")
+    derived_env = {
+        **sizing.server_concurrency(concurrency),
+        **sizing.engine_memory(instance_type, model_size_gb),
+        **derived_env,
+    }
     deployment = DeploymentSettings(
         pattern=pattern,
-        instance_type=section.text("instanceType"),
+        instance_type=instance_type,
         instance_count=section.integer("instanceCount", 1, 1, 20),
         max_concurrent_requests_per_instance=concurrency,
         request_timeout_ms=timeout,

@@ -20,6 +20,29 @@ from dataclasses import dataclass
 LOAD_SECONDS_PER_GB = 20
 # Container start, imports, CUDA context and the warm-up generation in init().
 STARTUP_BASE_SECONDS = 90
+# vLLM's own start-up on top of that (SCORING_ENGINE=vllm, the image's default engine): spawn
+# the engine-core process, profile a forward pass, torch.compile the model, allocate the KV cache.
+# Measured on the demo model on this project's 2-core CPU machine: see docs/performance.md
+# ("vLLM start-up"); the slowest start seen there, rounded up. Not measured on a GPU SKU.
+VLLM_STARTUP_SECONDS = 270
+# CPU SKUs: what the OS, the server and the engine's own buffers keep, outside weights and cache.
+CPU_RUNTIME_RESERVE_GB = 4
+# GPU SKUs: vLLM's default share of GPU memory (weights, activations and the KV cache).
+GPU_MEMORY_UTILIZATION = 0.9
+# Memory of the CPU SKUs a stack may name for a CPU deployment (Azure VM sizes, GiB).
+CPU_INSTANCE_MEMORY_GB = {
+    "Standard_DS2_v2": 7,
+    "Standard_DS3_v2": 14,
+    "Standard_DS4_v2": 28,
+    "Standard_DS5_v2": 56,
+    "Standard_F4s_v2": 8,
+    "Standard_F8s_v2": 16,
+    "Standard_F16s_v2": 32,
+    "Standard_F32s_v2": 64,
+    "Standard_E4s_v3": 32,
+    "Standard_E8s_v3": 64,
+    "Standard_E16s_v3": 128,
+}
 # Prompt processing and response serialisation on top of decoding.
 PREFILL_MARGIN_SECONDS = 10
 # The package answers 503 this long before the endpoint would cut the request with a 408.
@@ -46,9 +69,10 @@ class StartupBudget:
         return max(GUNICORN_DEFAULT_TIMEOUT, self.load_seconds * 2)
 
 
-def startup_budget(model_size_gb: float) -> StartupBudget:
-    """The startup budget of a model of `model_size_gb` gigabytes of weights."""
-    return StartupBudget(math.ceil(STARTUP_BASE_SECONDS + model_size_gb * LOAD_SECONDS_PER_GB))
+def startup_budget(model_size_gb: float, engine: str = "vllm") -> StartupBudget:
+    """The startup budget of a model of `model_size_gb` gigabytes of weights on `engine`."""
+    base = STARTUP_BASE_SECONDS + (VLLM_STARTUP_SECONDS if engine == "vllm" else 0)
+    return StartupBudget(math.ceil(base + model_size_gb * LOAD_SECONDS_PER_GB))
 
 
 def request_timeout_ms(max_new_tokens: int, min_tokens_per_second: int) -> int:
@@ -77,3 +101,25 @@ def server_concurrency(max_concurrent_requests_per_instance: int) -> dict[str, s
         "SCORING_MAX_BATCH_SIZE": str(slots),
         "SCORING_MAX_QUEUE": str(slots),
     }
+
+
+def _is_gpu_sku(instance_type: str) -> bool:
+    """N-series VM families carry GPUs (NC: compute, ND: deep learning, NV: visualisation)."""
+    return instance_type.upper().removeprefix("STANDARD_").startswith(("NC", "ND", "NV"))
+
+
+def engine_memory(instance_type: str, model_size_gb: float | None) -> dict[str, str]:
+    """vLLM's memory settings for one replica on `instance_type`.
+
+    GPU: the share of GPU memory vLLM may take (weights and KV cache inside it). CPU: the KV
+    cache's size, half of what the VM keeps free once the runtime and the weights are counted.
+    The number of sequences it holds is SCORING_MAX_BATCH_SIZE (`server_concurrency`); the
+    context is the deployment's prompt plus new-token limits (scoring.engines).
+    """
+    if _is_gpu_sku(instance_type):
+        return {"SCORING_GPU_MEMORY_UTILIZATION": f"{GPU_MEMORY_UTILIZATION:g}"}
+    memory = CPU_INSTANCE_MEMORY_GB.get(instance_type)
+    if memory is None:
+        return {}  # an unlisted CPU SKU keeps the package default (SCORING_KV_CACHE_GIB)
+    free = memory - CPU_RUNTIME_RESERVE_GB - (model_size_gb or 0.0)
+    return {"SCORING_KV_CACHE_GIB": str(max(1, math.floor(free / 2)))}
