@@ -38,7 +38,8 @@ class Job:
     ``deadline`` is on the ``time.monotonic()`` clock and counts from arrival, queue wait
     included. Setting ``cancelled`` asks the engine to drop the work within one decode step.
     ``on_text``, when set, receives each new piece of generated text in order; the pieces joined
-    equal the final text.
+    equal the final text. It is called from the engine's thread between decode steps, so it must
+    not block (hand the piece to a queue); if it raises, the job counts as cancelled.
     """
 
     deadline: float
@@ -59,6 +60,11 @@ class Job:
         if (time.monotonic() if now is None else now) >= self.deadline:
             return DeadlineExceededError("the request's time budget ran out")
         return None
+
+    def check(self) -> None:
+        """Raise :meth:`stop_error`'s error, if any."""
+        if (error := self.stop_error()) is not None:
+            raise error
 
 
 class Engine(Protocol):

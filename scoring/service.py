@@ -134,9 +134,14 @@ class ScoringService:
         self.engine: Engine = engine if engine is not None else _engine_for(lm, settings)
         self._analysis_gate = _Gate(self.engine.analysis_slots, waiting=settings.max_queue)
 
-    def handle(self, body: bytes) -> Reply:
-        """Answer one ``POST /score`` body; record its metrics, capture it when enabled."""
+    def handle(self, body: bytes, job: Job | None = None) -> Reply:
+        """Answer one ``POST /score`` body; record its metrics, capture it when enabled.
+
+        ``job`` carries the request's deadline from arrival and its cancellation (the front door
+        sets it when the client goes away); by default the deadline starts now.
+        """
         start = time.perf_counter()
+        job = job if job is not None else self.new_job()
         trace = RequestMetrics()
         payload: dict[str, Any] | None = None
         try:
@@ -144,9 +149,10 @@ class ScoringService:
             pattern = self._pattern_of(payload)
             trace.pattern = pattern.value
             if pattern is Pattern.GENERATE:
-                result: BaseModel = self.generate(_validate(GenerateRequest, payload), trace)
+                request = _validate(GenerateRequest, payload)
+                result: BaseModel = self.generate(request, trace, job)
             else:
-                result = self.analyze(_validate(AnalyzeRequest, payload), trace)
+                result = self.analyze(_validate(AnalyzeRequest, payload), trace, job)
             reply = Reply(200, result.model_dump())
         except ClientError as error:
             reply = error.reply()
@@ -156,6 +162,10 @@ class ScoringService:
         if self.capture is not None and payload is not None:
             self.capture.record(payload, reply.body)  # redacts before anything is written
         return reply
+
+    def new_job(self, **kwargs: object) -> Job:
+        """A job whose deadline is this deployment's request timeout from now (arrival)."""
+        return Job.within(self.settings.request_timeout_s, **kwargs)
 
     def warm_up(self) -> float:
         """One tiny request per served pattern before the server reports ready; returns seconds.
@@ -213,10 +223,10 @@ class ScoringService:
     # Pattern 1 -----------------------------------------------------------------------------
 
     def generate(
-        self, request: GenerateRequest, trace: RequestMetrics | None = None
+        self, request: GenerateRequest, trace: RequestMetrics | None = None, job: Job | None = None
     ) -> GenerateResponse:
         trace = trace if trace is not None else RequestMetrics()
-        job = Job.within(self.settings.request_timeout_s)
+        job = job if job is not None else self.new_job()
         ids = self._prompt_ids(request)
         trace.tokens_in = len(ids)
         field_name = "prompt" if request.prompt is not None else "messages"
@@ -292,9 +302,10 @@ class ScoringService:
     # Pattern 2 -----------------------------------------------------------------------------
 
     def analyze(
-        self, request: AnalyzeRequest, trace: RequestMetrics | None = None
+        self, request: AnalyzeRequest, trace: RequestMetrics | None = None, job: Job | None = None
     ) -> TextAnalysis | AnalyzeBatchResponse:
         trace = trace if trace is not None else RequestMetrics()
+        job = job if job is not None else self.new_job()
         texts = request.all_texts()
         if len(texts) > self.settings.max_batch_texts:
             raise _field_error(
@@ -318,7 +329,6 @@ class ScoringService:
                 "texts",
                 f"{total} tokens in all; the limit is {self.settings.max_total_tokens}",
             )
-        job = Job.within(self.settings.request_timeout_s)
         queued = time.perf_counter()
         with self._analysis_gate:
             trace.queue_wait_ms = (time.perf_counter() - queued) * 1000
