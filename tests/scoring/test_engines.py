@@ -6,8 +6,11 @@ so every vLLM check shares that one engine; the transformers engines share the d
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,13 @@ from scoring import settings as settings_module
 from scoring.analysis import naive_token_scores
 from scoring.batching import GenerationEngine, SerialEngine
 from scoring.engine import CancelledError, DeadlineExceededError, Engine, Job
-from scoring.engines import OpenedModel, open_model, transformers_engine
+from scoring.engines import (
+    OpenedModel,
+    open_model,
+    transformers_engine,
+    vllm_config,
+    vllm_max_model_len,
+)
 from scoring.generation import SamplingParams
 from scoring.model import LoadedModel, ModelInfo
 from scoring.service import ScoringService
@@ -70,6 +79,34 @@ def test_a_service_around_loaded_weights_refuses_an_explicit_vllm(tiny_lm: Loade
         ScoringService(tiny_lm, ScoringSettings(engine="vllm"))
     # Left to its default, a service handed transformers weights runs this project's engine.
     assert ScoringService(tiny_lm, ScoringSettings()).engine.name == "continuous"
+
+
+def test_importing_the_entry_script_starts_no_vllm() -> None:
+    """vLLM spawns its engine core, which re-imports the parent's main module: nothing may start
+    (or even import vllm) at import time, only in init()."""
+    code = "import sys, scoring.score, scoring.engines; assert 'vllm' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_vllm_is_sized_from_the_deployment_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCORING_KV_CACHE_GIB", "5")  # what infra/sizing.py sets on a DS3_v2
+    settings = ScoringSettings(
+        max_input_tokens=1024, max_new_tokens=256, max_batch_size=8, max_queue=4, max_top_k=7
+    )
+    assert vllm_max_model_len(settings, context_length=8192) == 1280
+    assert vllm_max_model_len(settings, context_length=512) == 512  # never past the model's
+    info = ModelInfo(None, torch.device("cpu"), 1280, "m", "/models/m")  # type: ignore[arg-type]
+    cpu = vllm_config(settings, info)
+    args = cpu.engine_args()
+    assert (args["max_model_len"], args["max_num_seqs"], args["max_logprobs"]) == (1280, 8, 7)
+    assert args["dtype"] == "float32"  # as the transformers engines on CPU: same numbers
+    assert args["kv_cache_memory_bytes"] == 5 << 30
+    assert cpu.max_queue == 4
+    gpu = vllm_config(
+        ScoringSettings(gpu_memory_utilization=0.8), replace(info, device=torch.device("cuda"))
+    ).engine_args()
+    assert (gpu["dtype"], gpu["gpu_memory_utilization"]) == ("bfloat16", 0.8)
+    assert "kv_cache_memory_bytes" not in gpu
 
 
 # vLLM ------------------------------------------------------------------------------------------
