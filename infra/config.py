@@ -8,6 +8,7 @@ Every error names the key, the value and what is allowed, and is raised before a
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -44,11 +45,14 @@ VM_PRIORITIES = ("Dedicated", "LowPriority")
 PATTERNS = ("generate", "analyze")
 AUTH_MODES = ("AADToken", "AMLToken", "Key")
 # Deployment metrics Azure Monitor autoscale can act on.
-AUTOSCALE_METRICS = (
-    "CpuUtilizationPercentage",
-    "CpuMemoryUtilizationPercentage",
-    "GpuUtilizationPercentage",
-    "GpuMemoryUtilizationPercentage",
+CPU_AUTOSCALE_METRICS = ("CpuUtilizationPercentage", "CpuMemoryUtilizationPercentage")
+GPU_AUTOSCALE_METRICS = ("GpuUtilizationPercentage", "GpuMemoryUtilizationPercentage")
+AUTOSCALE_METRICS = (*CPU_AUTOSCALE_METRICS, *GPU_AUTOSCALE_METRICS)
+# Targets the stack may reach through private endpoints (infra.network.platform_targets).
+PRIVATE_ENDPOINT_TARGETS = ("workspace", "blob", "file", "vault", "registry", "monitor")
+_REGISTRY_ID = re.compile(
+    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/"
+    r"Microsoft\.MachineLearningServices/registries/[A-Za-z0-9][A-Za-z0-9_-]{2,32}$"
 )
 # Azure ML data collector rolling rates, and metric alert windows Azure accepts (minutes).
 ROLLING_RATES = ("Minute", "Hour", "Day")
@@ -111,6 +115,9 @@ class NetworkSettings:
     private: bool
     address_space: str
     private_endpoint_subnet: str
+    private_endpoints: tuple[str, ...] = PRIVATE_ENDPOINT_TARGETS
+    """Targets reached through private endpoints: all when private; a public stack may still
+    use some (dev keeps the workspace's, so the private path is exercised before prod)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,17 @@ class WorkspaceSettings:
     log_retention_days: int
     high_business_impact: bool
     existing_resource_group: str | None
+    protect: bool = True
+    """Pulumi `protect` on stateful resources and a CanNotDelete lock on the resource group."""
+    blob_soft_delete_days: int = 7
+    """Blob and container soft delete retention (0: off)."""
+    blob_versioning: bool = True
+    key_vault_purge_protection: bool = True
+    registry_zone_redundancy: bool = False
+    registry_export: bool = True
+    """Whether images may be exported from the registry (Azure allows off only when private)."""
+    model_registries: tuple[str, ...] = ()
+    """ARM ids of Azure ML registries models come from (private endpoint outbound rules)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +154,8 @@ class IdentitySettings:
     data_scientists: PrincipalSettings | None
     deployer: PrincipalSettings | None
     invokers: tuple[PrincipalSettings, ...]
+    invoker_role_id: str | None = None
+    """GUID of an invoker role created once out of band; None: this stack creates it."""
 
 
 @dataclass(frozen=True)
@@ -271,8 +291,9 @@ class EndpointsSettings:
 
     auth_mode: str
     public_network_access: str
-    egress_public_network_access: str
-    """`enabled` or `disabled` (lowercase, as azure-ai-ml takes it); create-only in Azure."""
+    egress_public_network_access: str | None
+    """`enabled` or `disabled` (lowercase, as azure-ai-ml takes it); create-only in Azure.
+    None with a workspace managed network, where Microsoft says the flag no longer applies."""
     code_dir: str
     scoring_script: str
     deployments: tuple[DeploymentSettings, ...]
@@ -470,6 +491,24 @@ def _network(root: _Section) -> NetworkSettings:
         address_space=_cidr(section, "addressSpace", "10.20.0.0/16"),
         private_endpoint_subnet=_cidr(section, "privateEndpointSubnet", "10.20.0.0/24"),
     )
+    endpoints = section.items("privateEndpoints") or (
+        list(PRIVATE_ENDPOINT_TARGETS) if network.private else []
+    )
+    unknown = [t for t in endpoints if t not in PRIVATE_ENDPOINT_TARGETS]
+    if unknown or len(set(endpoints)) != len(endpoints):
+        raise ConfigError(
+            section.path("privateEndpoints"), endpoints, ", ".join(PRIVATE_ENDPOINT_TARGETS)
+        )
+    if network.private and set(endpoints) != set(PRIVATE_ENDPOINT_TARGETS):
+        raise ConfigError(
+            section.path("privateEndpoints"),
+            endpoints,
+            "all targets when private (without public access nothing else reaches them)",
+        )
+    network = dataclasses.replace(
+        network,
+        private_endpoints=tuple(t for t in PRIVATE_ENDPOINT_TARGETS if t in endpoints),
+    )
     space = ipaddress.IPv4Network(network.address_space)
     if not ipaddress.IPv4Network(network.private_endpoint_subnet).subnet_of(space):
         raise ConfigError(
@@ -481,12 +520,22 @@ def _network(root: _Section) -> NetworkSettings:
     return network
 
 
-def _workspace(root: _Section, private: bool) -> WorkspaceSettings:
+def _workspace(root: _Section, network: NetworkSettings, classification: str) -> WorkspaceSettings:
+    private = network.private
     section = root.section("workspace") or _Section(root.path("workspace"), {})
     fqdns = section.items("outboundFqdns")
     for fqdn in fqdns:
         if not isinstance(fqdn, str) or not _FQDN.match(fqdn):
             raise ConfigError(section.path("outboundFqdns"), fqdn, "host names such as pypi.org")
+    registries = section.items("modelRegistries")
+    for registry in registries:
+        if not isinstance(registry, str) or not _REGISTRY_ID.match(registry):
+            raise ConfigError(
+                section.path("modelRegistries"),
+                registry,
+                "ARM ids of Azure ML registries (/subscriptions/.../registries/<name>)",
+            )
+    registry_sku = section.text("registrySku", "Premium", choices=REGISTRY_SKUS)
     workspace = WorkspaceSettings(
         sku=section.text("sku", "Basic", choices=WORKSPACE_SKUS),
         isolation_mode=section.text(
@@ -496,10 +545,23 @@ def _workspace(root: _Section, private: bool) -> WorkspaceSettings:
         outbound_fqdns=tuple(fqdns),
         storage_sku=section.text("storageSku", "Standard_ZRS", choices=STORAGE_SKUS),
         storage_shared_key_access=section.flag("storageSharedKeyAccess", False),
-        registry_sku=section.text("registrySku", "Premium", choices=REGISTRY_SKUS),
+        registry_sku=registry_sku,
         log_retention_days=section.integer("logRetentionDays", 30, 30, 730),
-        high_business_impact=section.flag("highBusinessImpact", False),
+        # Create-only: decided at the first deploy. Confidential data gets it by default.
+        high_business_impact=section.flag(
+            "highBusinessImpact", classification in PRIVATE_ONLY_CLASSIFICATIONS
+        ),
         existing_resource_group=section.text("existingResourceGroup", None),
+        protect=section.flag("protect", True),
+        blob_soft_delete_days=section.integer("blobSoftDeleteDays", 7, 0, 365),
+        blob_versioning=section.flag("blobVersioning", True),
+        key_vault_purge_protection=section.flag("keyVaultPurgeProtection", True),
+        # Create-only; needs Premium (and a region with availability zones).
+        registry_zone_redundancy=section.flag(
+            "registryZoneRedundancy", registry_sku == "Premium" and private
+        ),
+        registry_export=section.flag("registryExport", not private),
+        model_registries=tuple(registries),
     )
     if private and workspace.isolation_mode == "Disabled":
         raise ConfigError(
@@ -519,6 +581,29 @@ def _workspace(root: _Section, private: bool) -> WorkspaceSettings:
             fqdns,
             "[] unless isolationMode is AllowOnlyApprovedOutbound",
         )
+    if workspace.registry_zone_redundancy and registry_sku != "Premium":
+        raise ConfigError(
+            section.path("registryZoneRedundancy"), True, "false unless registrySku is Premium"
+        )
+    if not workspace.registry_export and not (private and registry_sku == "Premium"):
+        raise ConfigError(
+            section.path("registryExport"),
+            False,
+            "true unless network.private and registrySku Premium (Azure refuses to disable "
+            "export on a registry with public network access)",
+        )
+    if registries and workspace.isolation_mode == "Disabled":
+        raise ConfigError(
+            section.path("modelRegistries"),
+            registries,
+            "[] unless isolationMode is AllowInternetOutbound or AllowOnlyApprovedOutbound",
+        )
+    if "registry" in network.private_endpoints and registry_sku != "Premium":
+        raise ConfigError(
+            section.path("registrySku"),
+            registry_sku,
+            "Premium when network.privateEndpoints includes registry",
+        )
     section.done()
     return workspace
 
@@ -532,6 +617,12 @@ def _identity(root: _Section) -> IdentitySettings:
         invokers=tuple(
             _principal(_Section(f"{section.path('invokers')}[{i}]", item))  # type: ignore[misc]
             for i, item in enumerate(invokers)
+        ),
+        invoker_role_id=section.text(
+            "invokerRoleId",
+            None,
+            pattern=_GUID,
+            describe="the GUID of the endpoint invoker role created once (docs/infrastructure.md)",
         ),
     )
     section.done()
@@ -590,19 +681,28 @@ def _probe(
     return settings
 
 
-def _autoscale(section: _Section | None) -> AutoscaleSettings | None:
+def _autoscale(section: _Section | None, instance_type: str) -> AutoscaleSettings | None:
     if section is None or not section.flag("enabled", True):
         return None
+    gpu = sizing.is_gpu(instance_type)
+    # An LLM on a GPU is GPU-bound: its CPU stays low while requests queue.
+    metrics = GPU_AUTOSCALE_METRICS if gpu else CPU_AUTOSCALE_METRICS
     autoscale = AutoscaleSettings(
         min_instances=section.integer("minInstances", 1, 1, 20),
         max_instances=section.integer("maxInstances", 2, 1, 20),
-        metric=section.text("metric", "CpuUtilizationPercentage", choices=AUTOSCALE_METRICS),
+        metric=section.text("metric", metrics[0], choices=AUTOSCALE_METRICS),
         scale_out_above=section.integer("scaleOutAbove", 70, 1, 100),
         scale_in_below=section.integer("scaleInBelow", 25, 0, 99),
         # GPU instances take minutes to provision; a short cooldown would overshoot.
         cooldown_minutes=section.integer("cooldownMinutes", 15, 1, 1440),
         off_hours=_off_hours(section.section("offHours")),
     )
+    if autoscale.metric not in metrics:
+        raise ConfigError(
+            section.path("metric"),
+            autoscale.metric,
+            f"{', '.join(metrics)} on {'GPU' if gpu else 'CPU'} instance type {instance_type}",
+        )
     if autoscale.max_instances < autoscale.min_instances:
         raise ConfigError(
             section.path("maxInstances"),
@@ -700,9 +800,10 @@ def _deployment(
     )
     concurrency = section.integer("maxConcurrentRequestsPerInstance", 1, 1, 1000)
     derived_env = {**sizing.server_concurrency(concurrency), **derived_env}
+    instance_type = section.text("instanceType")
     deployment = DeploymentSettings(
         pattern=pattern,
-        instance_type=section.text("instanceType"),
+        instance_type=instance_type,
         instance_count=section.integer("instanceCount", 1, 1, 20),
         max_concurrent_requests_per_instance=concurrency,
         request_timeout_ms=timeout,
@@ -714,7 +815,7 @@ def _deployment(
         ),
         # Explicit variables win over the derived ones.
         environment_variables={**derived_env, **variables},
-        autoscale=_autoscale(section.section("autoscale")),
+        autoscale=_autoscale(section.section("autoscale"), instance_type),
         max_new_tokens=max_new,
     )
     scale = deployment.autoscale
@@ -792,11 +893,22 @@ def _assets(model: Any, environment: Any) -> AssetSettings | None:
 
 
 def _endpoints(
-    root: _Section, private: bool, delivery: Mapping[str, Any]
+    root: _Section, private: bool, managed_network: bool, delivery: Mapping[str, Any]
 ) -> EndpointsSettings | None:
     section = root.section("endpoints")
     if section is None:
         return None
+    egress = section.text("egressPublicNetworkAccess", None, choices=("enabled", "disabled"))
+    if managed_network and egress is not None:
+        raise ConfigError(
+            section.path("egressPublicNetworkAccess"),
+            egress,
+            "not set when the workspace has a managed network (isolationMode other than "
+            "Disabled): Microsoft says the flag no longer applies there; outbound traffic is "
+            "governed by the managed network's rules",
+        )
+    if not managed_network and egress is None:
+        egress = "disabled" if private else "enabled"
     default_access = "Disabled" if private else "Enabled"
     auth_mode = section.text("authMode", "AADToken", choices=AUTH_MODES)
     public_access = section.text(
@@ -832,9 +944,7 @@ def _endpoints(
     endpoints = EndpointsSettings(
         auth_mode=auth_mode,
         public_network_access=public_access,
-        egress_public_network_access=section.text(
-            "egressPublicNetworkAccess", default_access.lower(), choices=("enabled", "disabled")
-        ),
+        egress_public_network_access=egress,
         code_dir=section.text("codeDir", "scoring"),
         scoring_script=section.text("scoringScript", "score.py"),
         deployments=parsed,
@@ -903,9 +1013,10 @@ def parse_settings(
     values: Mapping[str, Any],
     *,
     stack: str,
-    organization: str = "",
+    organization: str | None = "",
     project: str = PROJECT,
     delivery: Mapping[str, Any] | None = None,
+    subscription_id: str = "",
 ) -> StackSettings:
     """Validate raw config values (top-level keys without the project prefix) into settings.
 
@@ -930,20 +1041,28 @@ def parse_settings(
             False,
             f"true when tags.dataClassification is {tags.data_classification}",
         )
+    workspace = _workspace(root, network, tags.data_classification)
+    identity = _identity(root)
+    # Global names (storage, key vault, registry, endpoints) must not collide between adopters:
+    # on a DIY backend there is no organization, so the subscription tells them apart.
+    default_suffix = unique_suffix(organization, subscription_id, project, stack)
     settings = StackSettings(
         project=project,
         stack=stack,
         location=location,
-        namer=Namer(workload, stack, suffix or unique_suffix(organization, project, stack)),
+        namer=Namer(workload, stack, suffix or default_suffix),
         tags=tags,
         network=network,
-        workspace=_workspace(root, network.private),
-        identity=_identity(root),
+        workspace=workspace,
+        identity=identity,
         compute=_compute(root),
-        endpoints=_endpoints(root, network.private, delivery or {}),
+        endpoints=_endpoints(
+            root, network.private, workspace.isolation_mode != "Disabled", delivery or {}
+        ),
         monitoring=_monitoring(root, tags),
     )
     root.done()
+    _check_release_rules(settings, delivery or {})
     # Fail here, not halfway through a deployment, when a name cannot be built.
     for kind in Kind:
         if kind.value.abbreviation:
@@ -951,12 +1070,38 @@ def parse_settings(
     return settings
 
 
+def _check_release_rules(settings: StackSettings, delivery: Mapping[str, Any]) -> None:
+    """Rules between a registered release and the platform that must carry it."""
+    endpoints = settings.endpoints
+    if endpoints is None or endpoints.assets is None:
+        return
+    # Shared keys are off: uploads use the deploying principal's Entra token, so it needs
+    # the data roles that only `identity.deployer` receives.
+    if settings.identity.deployer is None:
+        raise ConfigError(
+            f"{settings.project}:identity.deployer",
+            None,
+            "the principal that runs the release (objectId, type) whenever byom:model is set",
+        )
+    registry = (delivery.get("model") or {}).get("registry")
+    ws = settings.workspace
+    if registry and ws.isolation_mode == "AllowOnlyApprovedOutbound":
+        names = [r.rsplit("/", 1)[-1] for r in ws.model_registries]
+        if registry not in names:
+            raise ConfigError(
+                f"{settings.project}:workspace.modelRegistries",
+                list(ws.model_registries),
+                f"the ARM id of registry {registry!r} (byom:model.registry): the managed "
+                "network reaches a registry only through a private endpoint outbound rule",
+            )
+
+
 _OBJECT_KEYS = ("tags", "network", "workspace", "identity", "compute", "endpoints", "monitoring")
 _DELIVERY_KEYS = ("model", "environment")
 _STRING_KEYS = ("location", "workload", "uniqueSuffix")
 
 
-def load_settings() -> StackSettings:
+def load_settings(subscription_id: str = "") -> StackSettings:
     """Read the current stack's configuration through the Pulumi runtime and validate it."""
     config = pulumi.Config()
     values: dict[str, Any] = {}
@@ -982,4 +1127,5 @@ def load_settings() -> StackSettings:
         organization=pulumi.get_organization(),
         project=config.name,
         delivery={k: v for k, v in delivery.items() if v is not None},
+        subscription_id=subscription_id,
     )

@@ -77,3 +77,13 @@ def server_concurrency(max_concurrent_requests_per_instance: int) -> dict[str, s
         "SCORING_MAX_BATCH_SIZE": str(slots),
         "SCORING_MAX_QUEUE": str(slots),
     }
+
+
+# N-series VM families carry GPUs (NC: compute, ND: deep learning, NV: visualisation).
+_GPU_FAMILIES = ("NC", "ND", "NV")
+
+
+def is_gpu(instance_type: str) -> bool:
+    """Whether a managed online endpoint instance type has GPUs (`Standard_NC24ads_A100_v4`)."""
+    family = instance_type.upper().removeprefix("STANDARD_")
+    return family.startswith(_GPU_FAMILIES)
