@@ -471,13 +471,30 @@ KEY_PROPS: dict[str, tuple[str, ...]] = {
         "sku.name",
         "publicNetworkAccess",
         "adminUserEnabled",
+        "zoneRedundancy",
+        "policies.exportPolicy.status",
     ),
-    "azure-native:operationalinsights:Workspace": ("retentionInDays",),
+    "azure-native:operationalinsights:Workspace": (
+        "retentionInDays",
+        "publicNetworkAccessForIngestion",
+        "publicNetworkAccessForQuery",
+    ),
+    "azure-native:applicationinsights:Component": (
+        "publicNetworkAccessForIngestion",
+        "publicNetworkAccessForQuery",
+    ),
     "azure-native:machinelearningservices:Workspace": (
         "publicNetworkAccess",
         "managedNetwork.isolationMode",
+        "managedNetwork.firewallSku",
+        "provisionNetworkNow",
+        "hbiWorkspace",
         "systemDatastoresAuthMode",
         "imageBuildCompute",
+    ),
+    "azure-native:storage:BlobServiceProperties": (
+        "deleteRetentionPolicy.days",
+        "isVersioningEnabled",
     ),
     "azure-native:machinelearningservices:Compute": (
         "properties.computeType",
@@ -607,8 +624,9 @@ def summary(resources: Iterable[PlannedResource]) -> str:
     return "\n".join(lines)
 
 
-def compare(left: Plan, right: Plan) -> str:
-    """Side-by-side differences between two stacks: resources on one side only, key properties."""
+def compare_rows(left: Plan, right: Plan) -> list[tuple[str, str, str]]:
+    """Differences between two stacks: (what, left value, right value) for resource counts by
+    type, protected resources, and each key property of resources both declare."""
     lmap = {(r.type, r.name): r for r in left.resources if r.custom}
     rmap = {(r.type, r.name): r for r in right.resources if r.custom}
     rows: list[tuple[str, str, str]] = []
@@ -623,6 +641,15 @@ def compare(left: Plan, right: Plan) -> str:
                 rows.append(
                     (f"{key[1]} {path}", json.dumps(lp.get(path)), json.dumps(rp.get(path)))
                 )
+    protected = [sum(r.protect for r in p.resources) for p in (left, right)]
+    if protected[0] != protected[1]:
+        rows.append(("protected resources (`protect`)", str(protected[0]), str(protected[1])))
+    return rows
+
+
+def compare(left: Plan, right: Plan) -> str:
+    """Side-by-side differences between two stacks: resources on one side only, key properties."""
+    rows = compare_rows(left, right)
     if not rows:
         return f"  {left.stack} and {right.stack} declare the same resources and key properties"
     w0 = max(len(r[0]) for r in rows)
@@ -651,12 +678,18 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="print resources and outputs as JSON")
     mode.add_argument("--summary", action="store_true", help="print resource counts by type")
+    parser.add_argument(
+        "--release",
+        action="store_true",
+        help="plan as after a release of the example assets (rollouts, autoscale, grants)",
+    )
     args = parser.parse_args(argv)
 
     from infra.config import ConfigError
 
     try:
-        result = plan(args.stack)
+        result = plan(args.stack, release=args.release)
+        findings = [] if args.json else check_rules(args.stack)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -677,10 +710,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key} = {json.dumps(value, default=str)}")
         print(f"\nresources by type:\n{summary(result.resources)}")
         other = "prod" if args.stack == "dev" else "dev"
-        others = plan(other)
+        others = plan(other, release=args.release)
         dev, prod = (result, others) if args.stack == "dev" else (others, result)
         print(f"\nhow prod differs from dev (key properties):\n{compare(dev, prod)}")
-    return 0
+    if not args.json:
+        print(
+            "\nAzure rules (names, tenant-unique names, create-only properties across the next "
+            "release, identity -> operation -> role), as committed and after a release: "
+            + (f"{len(findings)} finding(s)" if findings else "ok")
+        )
+        for finding in findings:
+            print(f"  {finding}")
+    return 1 if findings else 0
 
 
 if __name__ == "__main__":
