@@ -15,6 +15,7 @@ import asyncio
 import re
 import sys
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 
 from infra import roles
@@ -91,6 +92,7 @@ def deployer_rights(p: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cache  # the plans are deterministic: one computation per process
 def generated_sections() -> dict[str, str]:
     """Every generated section's content, by name."""
     plans = {stack: plan(stack, release=True) for stack in STACKS}
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None, doc: Path = DOC) -> int:
     parser.add_argument("--check", action="store_true", help="only check, do not write")
     args = parser.parse_args(argv)
     text = doc.read_text()
-    current = render(text, generated_sections())
+    current = render(text, dict(generated_sections()))
     if args.check:
         if current != text:
             print(f"{doc} is not current: run python -m infra.docs", file=sys.stderr)

@@ -125,6 +125,7 @@ def main() -> dict[str, Any]:
                 instance=settings.compute.instance,
                 cluster=settings.compute.cluster,
                 cluster_name=cluster_name,
+                depends_on=identity.network_role_assignments,
             ),
         )
 

@@ -65,10 +65,10 @@ def test_a_name_not_derived_from_the_grant_is_refused(plans: dict[str, Plan]) ->
     assert finding.rule == "tenant-unique-names"
 
 
-def test_two_adopters_of_the_same_stack_do_not_collide() -> None:
+def test_two_adopters_of_the_same_stack_do_not_collide(plans: dict[str, Plan]) -> None:
     """Same project and stack name in two subscriptions (DIY backends, no organization): no
     storage, vault, registry, endpoint, role assignment or role name in common."""
-    a = plan("prod", release=True)
+    a = plans["prod"]
     b = plan("prod", release=True, subscription_id=OTHER_SUBSCRIPTION)
     assert azure_rules.collisions([a, dataclasses.replace(b, stack="prod-other")]) == []
 
@@ -85,9 +85,11 @@ def test_unique_suffix_without_organization_mixes_in_the_subscription() -> None:
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_next_release_replaces_the_autoscale_setting_instead_of_repointing_it(stack: str) -> None:
+def test_next_release_replaces_the_autoscale_setting_instead_of_repointing_it(
+    plans: dict[str, Plan], stack: str
+) -> None:
     """Blue -> green: the setting's target is create-only (TargetResourceIdIsImmutable)."""
-    blue = plan(stack, release=True, live_slot="blue")
+    blue = plans[stack]  # the fixture's release left blue live
     green = plan(stack, release=True, live_slot="green")
     assert azure_rules.create_only_changes(blue, green) == []
     names = {
@@ -138,10 +140,10 @@ def _changed_config(stack: str, section: str, key: str, value: object) -> dict[s
     ],
 )
 def test_create_only_rule_refuses_config_changes_azure_cannot_apply(
-    key: str, value: object, path: str
+    plans: dict[str, Plan], key: str, value: object, path: str
 ) -> None:
     """Plan prod, change one create-only setting, plan again: the rule names the property."""
-    before = plan("prod", release=True)
+    before = plans["prod"]
     after = plan("prod", config=_changed_config("prod", "workspace", key, value))
     findings = azure_rules.create_only_changes(before, after)
     assert [path in f.message for f in findings] == [True], findings

@@ -19,6 +19,7 @@ WORKSPACE = "azure-native:machinelearningservices:Workspace"
 STORAGE = "azure-native:storage:StorageAccount"
 REGISTRY = "azure-native:containerregistry:Registry"
 ENDPOINT = "azure-native:machinelearningservices:OnlineEndpoint"
+COMPUTE = "azure-native:machinelearningservices:Compute"
 DIAGNOSTICS = "azure-native:monitor:DiagnosticSetting"
 ROLLOUT = "pulumi-python:dynamic/byom:Rollout"
 AUTOSCALE = "azure-native:monitor:AutoscaleSetting"
@@ -126,8 +127,10 @@ def test_workspace_identity_approves_the_managed_network_endpoints(plans: dict[s
         assert grant.props["principalId"] == prop(ws.outputs, "identity.principalId")
         rg = _one(p, "azure-native:resources:ResourceGroup")
         assert grant.props["scope"] == rg.outputs["id"]
-        for endpoint in of_type(p.resources, ENDPOINT):
-            assert grant.urn in endpoint.dependencies
+        waiting = [*of_type(p.resources, ENDPOINT), *of_type(p.resources, COMPUTE)]
+        assert waiting
+        for resource in waiting:
+            assert grant.urn in resource.dependencies, resource.urn
 
 
 def test_the_managed_network_is_provisioned_with_the_workspace(plans: dict[str, Plan]) -> None:
