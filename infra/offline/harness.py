@@ -19,7 +19,7 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from infra.offline.mocks import MOCK_ORGANIZATION, PlanMocks
+from infra.offline.mocks import MOCK_ORGANIZATION, MOCK_SUBSCRIPTION_ID, PlanMocks
 
 TESTED_WITH = "3.272.0"  # requirements.txt: pulumi==3.272.0
 # (module, attribute path) of every private or internal SDK API the harness relies on.
@@ -53,6 +53,12 @@ class PlannedResource:
     """URNs of explicit and implicit dependencies."""
     ignore_changes: tuple[str, ...] = ()
     """Property paths Pulumi leaves alone on update (`ignore_changes`)."""
+    replace_on_changes: tuple[str, ...] = ()
+    """Property paths whose change makes Pulumi replace the resource (`replace_on_changes`)."""
+    protect: bool = False
+    """Whether Pulumi refuses to delete the resource (`protect`)."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """What the mocks answered (inputs plus invented `id`, `principalId`...)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,9 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     props=_without_provider(rpc.deserialize_properties(request.object)),
                     dependencies=tuple(request.dependencies),
                     ignore_changes=tuple(request.ignoreChanges),
+                    replace_on_changes=tuple(request.replaceOnChanges),
+                    protect=bool(request.protect),
+                    outputs=_without_provider(rpc.deserialize_properties(response.object)),
                 )
             )
         return response
@@ -100,9 +109,11 @@ def run(
     stack: str,
     config: Mapping[str, str],
     project: str = "azureml-byom",
+    subscription_id: str = MOCK_SUBSCRIPTION_ID,
+    live_slot: str = "blue",
 ) -> Plan:
     """Run `program` under mocks with the given config; returns what it registered and exported."""
-    mocks = PlanMocks()
+    mocks = PlanMocks(subscription_id, live_slot)
     monitor = _RecordingMonitor(mocks)
     # Pulumi's runtime is process-global: start each run from a clean root, config and RPC state.
     pulumi_settings.set_root_resource(None)  # type: ignore[arg-type]

@@ -42,6 +42,10 @@ NAME_KEYS = {
     "azure-native:monitor:AutoscaleSetting": "autoscaleSettingName",
     "azure-native:monitor:ActionGroup": "actionGroupName",
     "azure-native:monitor:MetricAlert": "ruleName",
+    "azure-native:monitor:PrivateLinkScope": "scopeName",
+    "azure-native:monitor:PrivateLinkScopedResource": "name",
+    "azure-native:storage:BlobServiceProperties": "blobServicesName",
+    "azure-native:authorization:ManagementLockAtResourceGroupLevel": "lockName",
 }
 
 # ARM path of each type below its resource group (or below the resource named in `parent`).
@@ -78,6 +82,16 @@ _ARM_PATHS = {
     "azure-native:monitor:AutoscaleSetting": "Microsoft.Insights/autoscalesettings/{name}",
     "azure-native:monitor:ActionGroup": "Microsoft.Insights/actionGroups/{name}",
     "azure-native:monitor:MetricAlert": "Microsoft.Insights/metricAlerts/{name}",
+    "azure-native:monitor:PrivateLinkScope": "Microsoft.Insights/privateLinkScopes/{name}",
+    "azure-native:monitor:PrivateLinkScopedResource": (
+        "Microsoft.Insights/privateLinkScopes/{scopeName}/scopedResources/{name}"
+    ),
+    "azure-native:storage:BlobServiceProperties": (
+        "Microsoft.Storage/storageAccounts/{accountName}/blobServices/{name}"
+    ),
+    "azure-native:authorization:ManagementLockAtResourceGroupLevel": (
+        "Microsoft.Authorization/locks/{name}"
+    ),
 }
 # Extension resources hang below the resource in `scope` / `resourceUri`.
 _EXTENSION_PATHS = {
@@ -92,7 +106,18 @@ def _fake_guid(*parts: str) -> str:
 
 
 class PlanMocks(pulumi.runtime.Mocks):
-    """Echo inputs and add what Azure would compute: `name`, ARM `id`, identity ids, URIs."""
+    """Echo inputs and add what Azure would compute: `name`, ARM `id`, identity ids, URIs.
+
+    `subscription_id` is the subscription the deploying principal works in; `live_slot` the
+    slot a previous release left live (a second plan with the other slot shows what the next
+    release changes).
+    """
+
+    def __init__(
+        self, subscription_id: str = MOCK_SUBSCRIPTION_ID, live_slot: str = "blue"
+    ) -> None:
+        self.subscription_id = subscription_id
+        self.live_slot = live_slot
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         outputs = dict(args.inputs)
@@ -103,7 +128,7 @@ class PlanMocks(pulumi.runtime.Mocks):
         inputs = args.inputs
         name = str(inputs.get(NAME_KEYS.get(args.typ, ""), args.name))
         outputs["name"] = name
-        subscription = f"/subscriptions/{MOCK_SUBSCRIPTION_ID}"
+        subscription = f"/subscriptions/{self.subscription_id}"
         rg = f"{subscription}/resourceGroups/{inputs.get('resourceGroupName')}"
         if args.typ == "azure-native:resources:ResourceGroup":
             arm_id = f"{subscription}/resourceGroups/{name}"
@@ -117,7 +142,8 @@ class PlanMocks(pulumi.runtime.Mocks):
             arm_id = f"{inputs.get(scope_key)}/providers/{provider}/{kind}/{name}"
         elif args.typ in _ARM_PATHS:
             path = _ARM_PATHS[args.typ].format(
-                name=name, **{k: v for k, v in inputs.items() if isinstance(v, str)}
+                name=name,
+                **{k: v for k, v in inputs.items() if isinstance(v, str) and k != "name"},
             )
             arm_id = f"{rg}/providers/{path}"
         else:
@@ -144,6 +170,8 @@ class PlanMocks(pulumi.runtime.Mocks):
                 echoed["principalId"] = _fake_guid(arm_id, "principal")
                 echoed["tenantId"] = MOCK_TENANT_ID
             outputs["identity"] = echoed
+        if args.typ == "azure-native:machinelearningservices:Workspace":
+            outputs["workspaceId"] = _fake_guid(arm_id, "workspace")
         if args.typ == "azure-native:containerregistry:Registry":
             outputs["loginServer"] = f"{name}.azurecr.io"
         if args.typ == "azure-native:machinelearningservices:OnlineEndpoint":
@@ -154,27 +182,27 @@ class PlanMocks(pulumi.runtime.Mocks):
             outputs["properties"] = props
         return arm_id, outputs
 
-    @staticmethod
-    def _dynamic(args: pulumi.runtime.MockResourceArgs, outputs: dict) -> tuple[str, dict]:
-        # delivery's Rollout: pretend the first rollout made `blue` live with all traffic.
+    def _dynamic(self, args: pulumi.runtime.MockResourceArgs, outputs: dict) -> tuple[str, dict]:
+        # delivery's Rollout: pretend the last rollout made `live_slot` live with all traffic.
         inputs = args.inputs
+        slot = self.live_slot
         workspace = (
-            f"/subscriptions/{MOCK_SUBSCRIPTION_ID}/resourceGroups/"
+            f"/subscriptions/{self.subscription_id}/resourceGroups/"
             f"{inputs.get('resource_group_name')}/providers/{_ML}/{inputs.get('workspace_name')}"
         )
         endpoint = f"{workspace}/onlineEndpoints/{inputs.get('endpoint_name')}"
         outputs.update(
-            live_deployment="blue",
-            live_deployment_id=f"{endpoint}/deployments/blue",
+            live_deployment=slot,
+            live_deployment_id=f"{endpoint}/deployments/{slot}",
             previous_deployment=None,
-            traffic={"blue": 100},
+            traffic={slot: 100},
         )
         return endpoint, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:  # type: ignore[override]
         if args.token == "azure-native:authorization:getClientConfig":
             return {
-                "subscriptionId": MOCK_SUBSCRIPTION_ID,
+                "subscriptionId": self.subscription_id,
                 "tenantId": MOCK_TENANT_ID,
                 "objectId": _fake_guid("deployer"),
                 "clientId": _fake_guid("deployer-client"),

@@ -32,13 +32,30 @@ KEY_PROPS: dict[str, tuple[str, ...]] = {
         "sku.name",
         "publicNetworkAccess",
         "adminUserEnabled",
+        "zoneRedundancy",
+        "policies.exportPolicy.status",
     ),
-    "azure-native:operationalinsights:Workspace": ("retentionInDays",),
+    "azure-native:operationalinsights:Workspace": (
+        "retentionInDays",
+        "publicNetworkAccessForIngestion",
+        "publicNetworkAccessForQuery",
+    ),
+    "azure-native:applicationinsights:Component": (
+        "publicNetworkAccessForIngestion",
+        "publicNetworkAccessForQuery",
+    ),
     "azure-native:machinelearningservices:Workspace": (
         "publicNetworkAccess",
         "managedNetwork.isolationMode",
+        "managedNetwork.firewallSku",
+        "provisionNetworkNow",
+        "hbiWorkspace",
         "systemDatastoresAuthMode",
         "imageBuildCompute",
+    ),
+    "azure-native:storage:BlobServiceProperties": (
+        "deleteRetentionPolicy.days",
+        "isVersioningEnabled",
     ),
     "azure-native:machinelearningservices:Compute": (
         "properties.computeType",
@@ -168,8 +185,9 @@ def summary(resources: Iterable[PlannedResource]) -> str:
     return "\n".join(lines)
 
 
-def compare(left: Plan, right: Plan) -> str:
-    """Side-by-side differences between two stacks: resources on one side only, key properties."""
+def compare_rows(left: Plan, right: Plan) -> list[tuple[str, str, str]]:
+    """Differences between two stacks: (what, left value, right value) for resource counts by
+    type, protected resources, and each key property of resources both declare."""
     lmap = {(r.type, r.name): r for r in left.resources if r.custom}
     rmap = {(r.type, r.name): r for r in right.resources if r.custom}
     rows: list[tuple[str, str, str]] = []
@@ -184,6 +202,15 @@ def compare(left: Plan, right: Plan) -> str:
                 rows.append(
                     (f"{key[1]} {path}", json.dumps(lp.get(path)), json.dumps(rp.get(path)))
                 )
+    protected = [sum(r.protect for r in p.resources) for p in (left, right)]
+    if protected[0] != protected[1]:
+        rows.append(("protected resources (`protect`)", str(protected[0]), str(protected[1])))
+    return rows
+
+
+def compare(left: Plan, right: Plan) -> str:
+    """Side-by-side differences between two stacks: resources on one side only, key properties."""
+    rows = compare_rows(left, right)
     if not rows:
         return f"  {left.stack} and {right.stack} declare the same resources and key properties"
     w0 = max(len(r[0]) for r in rows)
