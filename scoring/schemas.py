@@ -143,6 +143,9 @@ class ErrorBody(BaseModel):
     status: int
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
+    request_id: str | None = Field(
+        default=None, description="the server's x-request-id: quote it when reporting a problem"
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -19,7 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
+from flask import g
 
+from scoring.disconnect import watch_disconnect
 from scoring.metrics import MetricsRecorder
 from scoring.model import load_model
 from scoring.redaction import Capture
@@ -77,5 +79,10 @@ def run(request: AMLRequest) -> AMLResponse:
     elif service is None:
         reply = ClientError(503, "model not loaded", headers={"Retry-After": "5"}).reply()
     else:
-        reply = service.handle(request.get_data(cache=False))
+        job = service.new_job()  # the deadline counts from here: arrival
+        body = request.get_data(cache=False)
+        # The server's request id (x-request-id, else a fresh uuid) ties replies to log lines.
+        request_id = g.get("request_id") or None
+        with watch_disconnect(request.environ.get("gunicorn.socket"), job.cancelled):
+            reply = service.handle(body, job, request_id)
     return AMLResponse(reply.body, reply.status, reply.headers, json_str=True)

@@ -6,16 +6,26 @@ checked before any model work. The entry script only adapts this to the inferenc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from scoring.analysis import TokenScores, bucket_counts, perplexity, score_tokens
+from scoring.analysis import (
+    TokenScores,
+    bucket_counts,
+    padded_positions,
+    perplexity,
+    score_tokens,
+)
 from scoring.batching import GenerationEngine, SerialEngine
 from scoring.engine import CancelledError, DeadlineExceededError, Job, QueueFullError
 from scoring.generation import SamplingParams
@@ -44,6 +54,11 @@ RETRY_AFTER_S = 1
 # Not sent to anyone (the client is gone): the status the metrics record for a cancelled request,
 # as nginx logs a client that closed its connection.
 CLIENT_CLOSED = 499
+# Requests nest two or three levels (messages -> message -> field); far deeper is an attack on the
+# parser's recursion, refused before parsing.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
 _KEYS_OF = {Pattern.GENERATE: {"prompt", "messages"}, Pattern.ANALYZE: {"text", "texts"}}
 
 
@@ -68,9 +83,14 @@ class ClientError(Exception):
         self.status, self.message = status, message
         self.details, self.headers = details or [], headers or {}
 
-    def reply(self) -> Reply:
+    def reply(self, request_id: str | None = None) -> Reply:
         body = ErrorResponse(
-            error=ErrorBody(status=self.status, message=self.message, details=self.details)
+            error=ErrorBody(
+                status=self.status,
+                message=self.message,
+                details=self.details,
+                request_id=request_id,
+            )
         )
         return Reply(self.status, body.model_dump(), self.headers)
 
@@ -93,21 +113,46 @@ def _validation_error(error: ValidationError) -> ClientError:
     return ClientError(422, f"invalid request: {summary}", details)
 
 
+@contextlib.contextmanager
+def _engine_errors(pattern: str) -> Iterator[None]:
+    """The engine seam's refusals as replies: queue full 429, late 503, client gone 499."""
+    try:
+        yield
+    except QueueFullError as error:
+        raise _retry_later(429, f"{pattern} queue is full ({error}); retry later") from None
+    except DeadlineExceededError as error:
+        raise _retry_later(503, f"{pattern} did not finish in time: {error}") from None
+    except CancelledError as error:
+        raise ClientError(CLIENT_CLOSED, f"cancelled: {error}") from None
+
+
 class _Gate:
-    """At most ``active`` callers inside, at most ``waiting`` queued; the rest get 429."""
+    """At most ``active`` callers inside, at most ``waiting`` queued; the rest are refused.
+
+    A waiting caller leaves when its job's deadline passes or its client goes away.
+    """
+
+    POLL_S = 0.1
 
     def __init__(self, active: int, waiting: int) -> None:
         self._slots = threading.BoundedSemaphore(active)
         self._room = threading.BoundedSemaphore(active + waiting)
+        self.waiting = waiting
 
-    def __enter__(self) -> None:
+    @contextlib.contextmanager
+    def enter(self, job: Job) -> Iterator[None]:
         if not self._room.acquire(blocking=False):
-            raise _retry_later(429, "analysis queue is full; retry later")
-        self._slots.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self._slots.release()
-        self._room.release()
+            raise QueueFullError(f"{self.waiting} requests already waiting")
+        try:
+            while not self._slots.acquire(timeout=max(min(self.POLL_S, job.remaining()), 0.0)):
+                job.check()
+            try:
+                job.check()
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            self._room.release()
 
 
 class ScoringService:
@@ -124,20 +169,25 @@ class ScoringService:
         self.lm, self.settings = lm, settings
         self.metrics = metrics or MetricsRecorder(lm.name)
         self.capture = capture
+        # A prompt needs room for one new token; a text to analyse may fill the whole context.
         self.input_limit = min(settings.max_input_tokens, lm.context_length - 1)
+        self.analysis_limit = min(settings.max_input_tokens, lm.context_length)
         self.engine = _engine(lm, settings) if Pattern.GENERATE in settings.patterns else None
         # One forward pass at a time: analysis batches are already as wide as the request.
         self._analysis_gate = _Gate(active=1, waiting=settings.max_queue)
 
-    def handle(self, body: bytes, job: Job | None = None) -> Reply:
+    def handle(self, body: bytes, job: Job | None = None, request_id: str | None = None) -> Reply:
         """Answer one ``POST /score`` body; record its metrics, capture it when enabled.
 
         ``job`` carries the request's deadline from arrival and its cancellation (the front door
-        sets it when the client goes away); by default the deadline starts now.
+        sets it when the client goes away); by default the deadline starts now. Anything
+        unexpected becomes a JSON 500 carrying ``request_id`` (the server's ``x-request-id``),
+        logged with its traceback and recorded like every other request.
         """
         start = time.perf_counter()
         job = job if job is not None else self.new_job()
-        trace = RequestMetrics()
+        request_id = request_id or uuid.uuid4().hex
+        trace = RequestMetrics(request_id=request_id)
         payload: dict[str, Any] | None = None
         try:
             payload = self._parse(body)
@@ -147,11 +197,15 @@ class ScoringService:
                 request = _validate(GenerateRequest, payload)
                 result: BaseModel = self.generate(request, trace, job)
             else:
-                result = self.analyze(_validate(AnalyzeRequest, payload), trace)
+                result = self.analyze(_validate(AnalyzeRequest, payload), trace, job)
             reply = Reply(200, result.model_dump())
         except ClientError as error:
-            reply = error.reply()
+            reply = error.reply(request_id)
             trace.error = error.message
+        except Exception as error:  # a bug or a failing model: answer, record, keep serving
+            log.exception("request %s failed", request_id)
+            reply = ClientError(500, f"internal error; request id {request_id}").reply(request_id)
+            trace.error = f"{type(error).__name__}: {error}"
         trace.status, trace.latency_ms = reply.status, (time.perf_counter() - start) * 1000
         self.metrics.record(trace)
         if self.capture is not None and payload is not None:
@@ -181,9 +235,11 @@ class ScoringService:
             raise ClientError(
                 413, f"body is {len(body)} bytes; the limit is {self.settings.max_body_bytes}"
             )
+        if _nested_deeper_than(body, MAX_JSON_DEPTH):
+            raise ClientError(400, f"body is nested deeper than {MAX_JSON_DEPTH} levels")
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            payload = json.loads(body, parse_constant=_not_json)
+        except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
             raise ClientError(400, f"body is not valid JSON: {error}") from None
         if not isinstance(payload, dict):
             raise ClientError(400, f"body must be a JSON object, got {type(payload).__name__}")
@@ -193,7 +249,7 @@ class ScoringService:
         served = sorted(p.value for p in self.settings.patterns)
         task = payload.get("task")
         if task is not None:
-            if task not in {p.value for p in Pattern}:
+            if not isinstance(task, str) or task not in {p.value for p in Pattern}:
                 raise _field_error(422, "task", f"must be one of {[p.value for p in Pattern]}")
             pattern = Pattern(task)
         else:
@@ -250,14 +306,8 @@ class ScoringService:
             tuple(request.stop),
             request.seed,
         )
-        try:
+        with _engine_errors("generation"):
             result = self.engine.submit(ids, params, job)
-        except QueueFullError as error:
-            raise _retry_later(429, f"generation queue is full ({error}); retry later") from None
-        except DeadlineExceededError as error:
-            raise _retry_later(503, f"generation did not finish in time: {error}") from None
-        except CancelledError as error:
-            raise ClientError(CLIENT_CLOSED, f"cancelled: {error}") from None
         trace.tokens_out, trace.finish_reason = result.completion_tokens, result.finish_reason
         trace.queue_wait_ms = result.queue_wait_s * 1000
         wanted, trace.perplexity_skipped = self.metrics.wants_generated_perplexity()
@@ -287,20 +337,20 @@ class ScoringService:
         # The template already holds the special tokens.
         return tokenizer(text, add_special_tokens=False).input_ids
 
-    def _check_length(self, field_name: str, count: int) -> None:
-        if count > self.input_limit:
+    def _check_length(self, field_name: str, count: int, limit: int | None = None) -> None:
+        limit = self.input_limit if limit is None else limit
+        if count > limit:
             raise _field_error(
-                413,
-                field_name,
-                f"is {count} tokens; this deployment accepts at most {self.input_limit}",
+                413, field_name, f"is {count} tokens; this deployment accepts at most {limit}"
             )
 
     # Pattern 2 -----------------------------------------------------------------------------
 
     def analyze(
-        self, request: AnalyzeRequest, trace: RequestMetrics | None = None
+        self, request: AnalyzeRequest, trace: RequestMetrics | None = None, job: Job | None = None
     ) -> TextAnalysis | AnalyzeBatchResponse:
         trace = trace if trace is not None else RequestMetrics()
+        job = job if job is not None else self.new_job()
         texts = request.all_texts()
         if len(texts) > self.settings.max_batch_texts:
             raise _field_error(
@@ -316,27 +366,37 @@ class ScoringService:
             )
         batch = [self.lm.tokenizer(t).input_ids for t in texts]
         for i, ids in enumerate(batch):
-            self._check_length("text" if request.text is not None else f"texts.{i}", len(ids))
+            field_name = "text" if request.text is not None else f"texts.{i}"
+            self._check_length(field_name, len(ids), self.analysis_limit)
         total = sum(map(len, batch))
-        if total > self.settings.max_total_tokens:
+        # What the model will run: texts are grouped by length, and padding is work too.
+        positions = padded_positions([len(ids) for ids in batch])
+        if positions > self.settings.max_total_tokens:
             raise _field_error(
                 413,
                 "texts",
-                f"{total} tokens in all; the limit is {self.settings.max_total_tokens}",
+                f"{total} tokens in all ({positions} positions once grouped and padded); "
+                f"the limit is {self.settings.max_total_tokens}",
             )
         queued = time.perf_counter()
-        with self._analysis_gate:
+        with _engine_errors("analysis"), self._analysis_gate.enter(job):
             trace.queue_wait_ms = (time.perf_counter() - queued) * 1000
-            scores = self._score(batch, request.top_k)
+            scores = self._score(batch, request.top_k, job)
         trace.texts, trace.tokens_in, trace.tokens_out = len(batch), total, 0
         trace.mean_logprob, trace.perplexity = pooled([s.logprobs.tolist() for s in scores])
         trace.rank_buckets = bucket_counts([r for s in scores for r in s.ranks.tolist()])
         results = [self._describe(s) for s in scores]
         return results[0] if request.text is not None else AnalyzeBatchResponse(results=results)
 
-    def _score(self, batch: list[list[int]], top_k: int) -> list[TokenScores]:
+    def _score(
+        self, batch: list[list[int]], top_k: int, job: Job | None = None
+    ) -> list[TokenScores]:
         chunk, compiled = self.settings.analysis_chunk_tokens, self.settings.compile_analysis
-        return score_tokens(self.lm, batch, top_k, chunk, compiled)
+        check = job.check if job is not None else None
+        forward = self.settings.analysis_forward_tokens
+        return score_tokens(
+            self.lm, batch, top_k, chunk, compiled, forward_tokens=forward, check=check
+        )
 
     def _describe(self, scores: TokenScores) -> TextAnalysis:
         logprobs, ranks = scores.logprobs.tolist(), scores.ranks.tolist()
@@ -374,6 +434,24 @@ def _engine(lm: LoadedModel, settings: ScoringSettings) -> GenerationEngine | Se
     return GenerationEngine(
         lm, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue
     )
+
+
+def _nested_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether the JSON text opens more than ``limit`` brackets at once (strings skipped).
+
+    Stops at the first bracket past the limit, so a body of 50,000 ``[`` costs 33 steps.
+    """
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', body)):
+        depth += 1 if match.group() in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def _not_json(constant: str) -> None:
+    """``NaN`` and ``Infinity`` are JavaScript, not JSON; Python's parser would let them in."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _validate(model: type[M], payload: dict[str, Any]) -> M:

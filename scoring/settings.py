@@ -57,6 +57,11 @@ class ScoringSettings(BaseSettings):
         default=True, description="fuse the analysis kernel with torch.compile (eager fallback)"
     )
     analysis_chunk_tokens: int = Field(default=256, ge=1, description="positions per logits chunk")
+    analysis_forward_tokens: int = Field(
+        default=512,
+        ge=1,
+        description="positions (texts x slice) per forward call; deadline checked between calls",
+    )
 
     @field_validator("patterns", mode="before")
     @classmethod
