@@ -53,9 +53,19 @@ class _Pending(Row):
 class GenerationEngine:
     """Thread-safe front of the decode loop; one per process, shared by all request threads."""
 
-    def __init__(self, lm: LoadedModel, *, max_batch_size: int = 16, max_queue: int = 64) -> None:
+    def __init__(
+        self,
+        lm: LoadedModel,
+        *,
+        max_batch_size: int = 16,
+        max_queue: int = 64,
+        prefill_chunk_tokens: int | None = 256,
+    ) -> None:
         self.lm = lm
         self.max_batch_size = max_batch_size
+        # Positions of new prompts run per loop turn, between two decode steps of the running
+        # rows: a long prompt no longer stalls them for its whole prefill. None: all at once.
+        self.prefill_chunk_tokens = prefill_chunk_tokens
         self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._loop, name="decode-loop", daemon=True)
         self._thread.start()
@@ -82,16 +92,25 @@ class GenerationEngine:
                 # Before the step: a cancelled or late row does not cost the batch another step.
                 for row, error in batch.evict(time.monotonic()):
                     _fail(row, error)
+                if batch.prefilling is not None:
+                    for row in batch.prefill_step(self.prefill_chunk_tokens):
+                        _resolve(row)
                 for row in batch.step() if len(batch) else ():
                     _resolve(row)
             except Exception as error:  # a failed step must not kill the loop or strand callers
                 log.exception("decode step failed; failing the %d rows in the batch", len(batch))
-                for row in batch.rows:
+                prefilling = batch.prefilling.rows if batch.prefilling is not None else []
+                for row in [*batch.rows, *prefilling]:
                     _fail(row, error)
                 batch = DecodeBatch(self.lm)
 
     def _admit(self, batch: DecodeBatch) -> None:
-        """Move waiting requests into the batch; block only when there is nothing to do."""
+        """Start the prefill of waiting requests; block only when there is nothing to do.
+
+        One prefill group at a time: requests arriving during a long prefill wait for it.
+        """
+        if batch.prefilling is not None:
+            return
         arrivals: list[_Pending] = []
         if not len(batch):
             arrivals.append(self._queue.get())
@@ -111,13 +130,11 @@ class GenerationEngine:
                 live.append(row)
         if live:
             try:
-                finished = batch.admit(list(live))
+                batch.start_prefill(list(live))
             except Exception as error:
                 for row in live:
                     _fail(row, error)
                 raise
-            for row in finished:
-                _resolve(row)
 
 
 def _resolve(row: Row) -> None:

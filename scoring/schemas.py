@@ -178,12 +178,19 @@ def openapi_document(title: str = "azureml-byom scoring", version: str = "1") ->
     errors = {
         str(code): {"description": text, **body("ErrorResponse")}
         for code, text in [
-            (400, "malformed JSON, or a pattern this deployment does not serve"),
-            (408, "the request did not finish within its time budget"),
-            (413, "body or token count over the deployment's limits"),
+            (
+                400,
+                "malformed or too deeply nested JSON, or a pattern this deployment does not serve",
+            ),
+            (413, "body, text length or token count over the deployment's limits"),
             (422, "a field is missing, has the wrong type or is out of range"),
             (429, "the instance is at capacity; retry after Retry-After seconds"),
-            (503, "the model is not ready"),
+            (500, "an unexpected error; the body carries the request id to report"),
+            (
+                503,
+                "the model is not ready, or the request did not finish within its time budget "
+                "(queue wait included); retry after Retry-After seconds",
+            ),
         ]
     }
     return {

@@ -432,7 +432,10 @@ def _engine(lm: LoadedModel, settings: ScoringSettings) -> GenerationEngine | Se
     if settings.engine == "serial":
         return SerialEngine(lm, max_queue=settings.max_queue)
     return GenerationEngine(
-        lm, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue
+        lm,
+        max_batch_size=settings.max_batch_size,
+        max_queue=settings.max_queue,
+        prefill_chunk_tokens=settings.prefill_chunk_tokens,
     )
 
 

@@ -52,6 +52,11 @@ class ScoringSettings(BaseSettings):
     )
     max_batch_size: int = Field(default=16, ge=1, description="generation requests per batch")
     max_queue: int = Field(default=64, ge=1, description="waiting requests before 429")
+    prefill_chunk_tokens: int = Field(
+        default=256,
+        ge=1,
+        description="new-prompt positions run between two decode steps of the running rows",
+    )
     request_timeout_s: float = Field(default=60.0, gt=0, description="deadline per request")
     compile_analysis: bool = Field(
         default=True, description="fuse the analysis kernel with torch.compile (eager fallback)"

@@ -122,13 +122,13 @@ def test_full_queue_answers_429_at_once_and_late_requests_503(
     tiny_lm: LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = threading.Event()
-    original = generation.DecodeBatch.admit
+    original = generation.DecodeBatch.start_prefill
 
-    def blocked_admit(self: generation.DecodeBatch, rows: list) -> list:
+    def blocked_admit(self: generation.DecodeBatch, rows: list) -> None:
         release.wait(timeout=30)
-        return original(self, rows)
+        original(self, rows)
 
-    monkeypatch.setattr(generation.DecodeBatch, "admit", blocked_admit)
+    monkeypatch.setattr(generation.DecodeBatch, "start_prefill", blocked_admit)
     engine = GenerationEngine(tiny_lm, max_batch_size=1, max_queue=2)
     prompt, params = tiny_lm.tokenizer("hello").input_ids, SamplingParams(max_new_tokens=2)
     results: list[object] = []
