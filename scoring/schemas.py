@@ -194,7 +194,9 @@ def openapi_document(title: str = "azureml-byom scoring", version: str = "1") ->
         ]
     }
     return {
-        "openapi": "3.0.3",
+        # 3.1: its schemas are JSON Schema 2020-12, which is what pydantic writes (const,
+        # "type": "null", numeric exclusiveMinimum); under 3.0 those are invalid.
+        "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": {
             "/": {"get": {"operationId": "health", "responses": {"200": {"description": "ok"}}}},
