@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from scoring.allocator import trim
 from scoring.engine import DeadlineExceededError, Job, QueueFullError
 from scoring.generation import (
     DecodeBatch,
@@ -113,6 +114,7 @@ class GenerationEngine:
             return
         arrivals: list[_Pending] = []
         if not len(batch):
+            trim()  # the drained batch's KV cache is free: give the pages back while idle
             arrivals.append(self._queue.get())
         while len(batch) + len(arrivals) < self.max_batch_size:
             try:

@@ -21,6 +21,7 @@ from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
 from flask import g
 
+from scoring.allocator import limit_arenas
 from scoring.disconnect import watch_disconnect
 from scoring.metrics import MetricsRecorder
 from scoring.model import load_model
@@ -45,6 +46,8 @@ def init() -> None:
     # so the per-request metric lines reach stderr (and the deployment's console log).
     logging.getLogger("scoring").setLevel(os.environ.get("SCORING_LOG_LEVEL", "INFO"))
     settings = ScoringSettings()
+    # Before the request threads exist: they will share these arenas (see scoring/allocator.py).
+    limit_arenas(settings.malloc_arena_max)
     try:
         lm = load_model(settings.model_source(), revision=settings.revision, device=settings.device)
     except Exception as error:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from scoring.allocator import trim
 from scoring.analysis import (
     TokenScores,
     bucket_counts,
@@ -382,6 +383,7 @@ class ScoringService:
         with _engine_errors("analysis"), self._analysis_gate.enter(job):
             trace.queue_wait_ms = (time.perf_counter() - queued) * 1000
             scores = self._score(batch, request.top_k, job)
+        trim()  # the forward pass's activations are free now: give the pages back
         trace.texts, trace.tokens_in, trace.tokens_out = len(batch), total, 0
         trace.mean_logprob, trace.perplexity = pooled([s.logprobs.tolist() for s in scores])
         trace.rank_buckets = bucket_counts([r for s in scores for r in s.ranks.tolist()])

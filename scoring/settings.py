@@ -58,6 +58,11 @@ class ScoringSettings(BaseSettings):
         description="new-prompt positions run between two decode steps of the running rows",
     )
     request_timeout_s: float = Field(default=60.0, gt=0, description="deadline per request")
+    malloc_arena_max: int = Field(
+        default=2,
+        ge=0,
+        description="glibc malloc arenas shared by the request threads (0: glibc's default)",
+    )
     compile_analysis: bool = Field(
         default=True, description="fuse the analysis kernel with torch.compile (eager fallback)"
     )
