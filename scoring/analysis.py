@@ -126,9 +126,11 @@ def position_stats(
     return logprobs, ranks, indices, values - lse
 
 
-def plan_groups(lengths: list[int], max_ratio: float = MAX_PADDING_RATIO) -> list[list[int]]:
+def plan_groups(lengths: list[int], max_ratio: float | None = None) -> list[list[int]]:
     """Indices of the texts, grouped by length so each group's padded positions stay within
-    ``max_ratio`` of its real ones (a text alone is never padded)."""
+    ``max_ratio`` (default :data:`MAX_PADDING_RATIO`) of its real ones; a text alone is never
+    padded."""
+    max_ratio = MAX_PADDING_RATIO if max_ratio is None else max_ratio
     groups: list[list[int]] = []
     real = 0
     for i in sorted(range(len(lengths)), key=lengths.__getitem__):
@@ -144,7 +146,7 @@ def plan_groups(lengths: list[int], max_ratio: float = MAX_PADDING_RATIO) -> lis
     return groups
 
 
-def padded_positions(lengths: list[int], max_ratio: float = MAX_PADDING_RATIO) -> int:
+def padded_positions(lengths: list[int], max_ratio: float | None = None) -> int:
     """Positions the model runs for these texts: what the token limits are checked against."""
     return sum(len(g) * max(lengths[i] for i in g) for g in plan_groups(lengths, max_ratio))
 
