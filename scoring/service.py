@@ -58,7 +58,9 @@ CLIENT_CLOSED = 499
 # Requests nest two or three levels (messages -> message -> field); far deeper is an attack on the
 # parser's recursion, refused before parsing.
 MAX_JSON_DEPTH = 32
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+# A string, or an unterminated one up to the end: never fails, so the scan stays linear (a failing
+# match restarted at every escaped quote would be quadratic). Possessive: no backtracking.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\Z)', re.DOTALL)
 _JSON_BRACKET = re.compile(rb"[\[\]{}]")
 _KEYS_OF = {Pattern.GENERATE: {"prompt", "messages"}, Pattern.ANALYZE: {"text", "texts"}}
 

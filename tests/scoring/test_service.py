@@ -312,3 +312,14 @@ def test_a_cancelled_analysis_stops_and_is_recorded_as_499(
     reply = service.handle(json.dumps({"text": " ".join(["hello"] * 200)}).encode(), job)
     assert reply.status == 499
     assert len(calls) < 200 / 8
+
+
+def test_the_depth_scan_stays_linear_on_escaped_quotes(tiny_lm: LoadedModel) -> None:
+    """A regex that fails and restarts at every escaped quote would take minutes here."""
+    service = ScoringService(tiny_lm, ScoringSettings(patterns="analyze"))
+    bomb = b'{"text": "' + b'\\"' * 400_000  # an unterminated string of escaped quotes
+    started = time.monotonic()
+    status, body = call(service, bomb)
+    assert status == 400
+    assert "not valid JSON" in body["error"]["message"]
+    assert time.monotonic() - started < 10  # linear: well under a second on a quiet machine
