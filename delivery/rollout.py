@@ -34,6 +34,7 @@ from delivery.workspace import (
     DeploymentState,
     EndpointState,
     WorkspaceClient,
+    deployment_entity,
 )
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,9 @@ def rollout(
             workspace.set_traffic(endpoint, _all_to(previous), {})
             original = _Traffic(_all_to(previous), {})
         log.info("%s: deploying %s to slot %s at 0%% traffic", endpoint, spec.model, target)
-        workspace.begin_create_or_update_deployment(spec.to_deployment(endpoint, target, base_dir))
+        workspace.begin_create_or_update_deployment(
+            deployment_entity(spec, endpoint, target, base_dir)
+        )
     ready = _wait_ready(workspace, endpoint, target, fingerprint, policy, sleep, clock)
     try:
         smoke(workspace, endpoint, target, spec.pattern)
@@ -230,7 +233,7 @@ def _keep(
         # Capacity is not part of the fingerprint: scale the live deployment in place.
         log.info("%s: scaling %s to %d instances", endpoint, live.name, spec.instance_count)
         workspace.begin_create_or_update_deployment(
-            spec.to_deployment(endpoint, live.name, base_dir)
+            deployment_entity(spec, endpoint, live.name, base_dir)
         )
         changed = True
     standby = next_slot(live.name)

@@ -67,6 +67,7 @@ class GenerationEngine:
         # Positions of new prompts run per loop turn, between two decode steps of the running
         # rows: a long prompt no longer stalls them for its whole prefill. None: all at once.
         self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.active_rows = 0  # rows in the running batch, as of the last step (for metrics)
         self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._loop, name="decode-loop", daemon=True)
         self._thread.start()
@@ -98,6 +99,7 @@ class GenerationEngine:
                         _resolve(row)
                 for row in batch.step() if len(batch) else ():
                     _resolve(row)
+                self.active_rows = len(batch)  # before the loop may block on an empty queue
             except Exception as error:  # a failed step must not kill the loop or strand callers
                 log.exception("decode step failed; failing the %d rows in the batch", len(batch))
                 prefilling = batch.prefilling.rows if batch.prefilling is not None else []
@@ -267,5 +269,9 @@ def plain_generate(
     text, stopped = cut_at_stop(text, params.stop)
     ended = ended or stopped
     return Generation(
-        stream.finish(text), "stop" if ended else "length", len(prompt_ids), len(tokens)
+        stream.finish(text),
+        "stop" if ended else "length",
+        len(prompt_ids),
+        len(tokens),
+        token_ids=tuple(tokens),
     )

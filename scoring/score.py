@@ -1,7 +1,8 @@
 """Entry script for the Azure ML inference server (``azmlinfsrv``).
 
-``init()`` loads the model once per worker process; ``run()`` answers ``POST /score``. Client
-errors are *returned* with their own status: anything raised here becomes an opaque 500.
+``init()`` loads the model once per worker process; ``run()`` answers ``POST /score``, streamed
+as server-sent events when the body says ``"stream": true``. Client errors are *returned* with
+their own status: anything raised here becomes an opaque 500.
 
     azmlinfsrv --entry_script scoring/score.py --port 5001
 """
@@ -27,7 +28,7 @@ from scoring.metrics import MetricsRecorder
 from scoring.model import load_model
 from scoring.redaction import Capture
 from scoring.schemas import openapi_document
-from scoring.service import ClientError, ScoringService
+from scoring.service import ClientError, ScoreStream, ScoringService
 from scoring.settings import ScoringSettings
 
 log = logging.getLogger("scoring")
@@ -86,6 +87,13 @@ def run(request: AMLRequest) -> AMLResponse:
         body = request.get_data(cache=False)
         # The server's request id (x-request-id, else a fresh uuid) ties replies to log lines.
         request_id = g.get("request_id") or None
+        # Until the answer (or a stream's first event) is ready; a stream's later events notice
+        # the client leaving when the server closes the generator.
         with watch_disconnect(request.environ.get("gunicorn.socket"), job.cancelled):
             reply = service.handle(body, job, request_id)
+    if isinstance(reply, ScoreStream):
+        # A generator body streams through the server (gthread workers flush each event);
+        # when the client goes away the server closes it, which cancels the generation.
+        headers = {"Content-Type": reply.media_type, **reply.headers}
+        return AMLResponse(iter(reply), 200, headers)
     return AMLResponse(reply.body, reply.status, reply.headers, json_str=True)
