@@ -208,19 +208,19 @@ def test_a_queued_job_that_is_cancelled_never_reaches_the_model(
     slow_forward(no_eos, monkeypatch, 0.01)
     busy = threading.Thread(
         target=engine.submit,
-        args=(no_eos.tokenizer("hello").input_ids, SamplingParams(60), Job.within(60)),
+        args=(no_eos.tokenizer("hello").input_ids, SamplingParams(200), Job.within(60)),
     )
     busy.start()
-    time.sleep(0.2)  # the only batch slot (or the serial model lock) is taken
+    time.sleep(0.2)  # the only batch slot (or the serial model lock) is taken, for >= 2 s
     steps = StepCounter(no_eos, monkeypatch)
     job = Job.within(60)
     threading.Timer(0.2, job.cancelled.set).start()
     started = time.monotonic()
     with pytest.raises(CancelledError):
         engine.submit(no_eos.tokenizer("the quick").input_ids, SamplingParams(5), job)
-    assert time.monotonic() - started < 1.0  # did not wait for the slot
+    assert time.monotonic() - started < 1.5  # did not wait for the slot
     busy.join(timeout=60)
-    assert steps.count <= 60  # only the busy request's steps ran
+    assert steps.count <= 200  # only the busy request's steps ran
 
 
 # Deadlines ------------------------------------------------------------------------------------
@@ -234,15 +234,15 @@ def test_deadline_counts_from_arrival_queue_wait_included(
     slow_forward(no_eos, monkeypatch, 0.01)
     busy = threading.Thread(
         target=engine.submit,
-        args=(no_eos.tokenizer("hello").input_ids, SamplingParams(80), Job.within(60)),
+        args=(no_eos.tokenizer("hello").input_ids, SamplingParams(200), Job.within(60)),
     )
     busy.start()
-    time.sleep(0.2)
+    time.sleep(0.2)  # the slot is taken for >= 2 s
     job = Job.within(0.3)  # arrived now; its whole budget goes on waiting for the slot
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError):
         engine.submit(no_eos.tokenizer("the quick").input_ids, SamplingParams(5), job)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 1.5
     busy.join(timeout=60)
 
 
@@ -256,7 +256,7 @@ def test_a_running_row_past_its_deadline_stops(
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError):
         engine.submit(no_eos.tokenizer("hello").input_ids, SamplingParams(200), Job.within(0.3))
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0
     assert steps.count < 50  # stopped, not run to 200 tokens
 
 

@@ -279,7 +279,7 @@ def test_analysis_past_its_deadline_is_503_and_its_work_stops(
     reply = service.handle(json.dumps({"text": " ".join(["hello"] * 200), "top_k": 0}).encode())
     assert reply.status == 503
     assert reply.headers["Retry-After"] == "1"
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.2  # the whole text: 25 slices, >= 2.5 s
     assert len(calls) < 200 / 8  # stopped, not run to the end
 
 
@@ -298,7 +298,7 @@ def test_a_queued_analysis_leaves_at_its_deadline_with_503(
     first.join()
     assert reply.status == 503
     assert "did not finish in time" in reply.body["error"]["message"]
-    assert waited < 1.0  # left the queue at its deadline, not when the model freed up
+    assert waited < 1.6  # left the queue at its deadline, not when the model freed up (2 s)
 
 
 def test_a_cancelled_analysis_stops_and_is_recorded_as_499(
