@@ -22,6 +22,7 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from scoring.allocator import trim
+from scoring.analysis import TokenScores, score_tokens
 from scoring.engine import DeadlineExceededError, Job, QueueFullError
 from scoring.generation import (
     DecodeBatch,
@@ -44,6 +45,33 @@ POLL_S = 0.1
 GRACE_S = 5.0
 
 
+class _TransformersAnalysis:
+    """Token analysis on the transformers weights the engine already holds (no second copy).
+
+    Runs in the caller's thread, one forward pass per request batch, next to the decode loop.
+    """
+
+    lm: LoadedModel
+    analysis_chunk: int
+    compile_analysis: bool
+    analysis_forward_tokens: int = 512
+    name: str
+    # One forward pass at a time: analysis batches are already as wide as the request.
+    analysis_slots = 1
+
+    def analyze(self, batch: list[list[int]], top_k: int, job: Job) -> list[TokenScores]:
+        # Checked before every forward slice: a late or abandoned analysis stops there.
+        return score_tokens(
+            self.lm,
+            batch,
+            top_k,
+            self.analysis_chunk,
+            self.compile_analysis,
+            forward_tokens=self.analysis_forward_tokens,
+            check=job.check,
+        )
+
+
 @dataclass(eq=False)
 class _Pending(Row):
     """A row with the future its caller waits on."""
@@ -51,8 +79,10 @@ class _Pending(Row):
     future: Future[Generation] = field(default_factory=Future)
 
 
-class GenerationEngine:
+class GenerationEngine(_TransformersAnalysis):
     """Thread-safe front of the decode loop; one per process, shared by all request threads."""
+
+    name = "continuous"
 
     def __init__(
         self,
@@ -61,8 +91,13 @@ class GenerationEngine:
         max_batch_size: int = 16,
         max_queue: int = 64,
         prefill_chunk_tokens: int | None = 256,
+        analysis_chunk: int = 256,
+        compile_analysis: bool = True,
+        analysis_forward_tokens: int = 512,
     ) -> None:
         self.lm = lm
+        self.analysis_chunk, self.compile_analysis = analysis_chunk, compile_analysis
+        self.analysis_forward_tokens = analysis_forward_tokens
         self.max_batch_size = max_batch_size
         # Positions of new prompts run per loop turn, between two decode steps of the running
         # rows: a long prompt no longer stalls them for its whole prefill. None: all at once.
@@ -169,15 +204,27 @@ def _await(future: Future[Generation], job: Job) -> Generation:
             raise DeadlineExceededError(f"no answer {GRACE_S:.0f} s past the deadline") from None
 
 
-class SerialEngine:
+class SerialEngine(_TransformersAnalysis):
     """The naive baseline: one request at a time, plain ``model.generate`` for each.
 
     Kept for benchmarks (``SCORING_ENGINE=serial``) and as a fallback for models whose cache
     does not support row-wise batching.
     """
 
-    def __init__(self, lm: LoadedModel, *, max_queue: int = 64) -> None:
+    name = "serial"
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        *,
+        max_queue: int = 64,
+        analysis_chunk: int = 256,
+        compile_analysis: bool = True,
+        analysis_forward_tokens: int = 512,
+    ) -> None:
         self.lm = lm
+        self.analysis_chunk, self.compile_analysis = analysis_chunk, compile_analysis
+        self.analysis_forward_tokens = analysis_forward_tokens
         self._model_lock = threading.Lock()
         self._room = threading.BoundedSemaphore(max_queue + 1)
 
