@@ -205,8 +205,13 @@ class RolloutPolicy:
     step_wait_s: float = 300.0
     ready_timeout_s: float = 3600.0
     poll_interval_s: float = 15.0
-    # keep the previous slot at 0% so `rollback` is one traffic update (costs its instances)
+    # after 100%: bake this long while watching alerts before the release counts as done
+    # (None: the step wait); a fired alert sends all traffic back to the previous slot
+    final_bake_s: float | None = None
+    # keep the previous slot at 0% so `rollback` is one traffic update; after the final bake it
+    # is scaled down to `standby_instances` (rollback scales it up again before moving traffic)
     keep_previous: bool = True
+    standby_instances: int = 1
     # autoscale owns instance counts: never scale an already-live deployment in place
     autoscale: bool = False
     # shadow stage: compare the new slot with the live one on probe texts before any traffic
@@ -224,6 +229,13 @@ class RolloutPolicy:
             raise ValueError(
                 f"mirror_percent must be 0..50 (service limit), got {self.mirror_percent}"
             )
+        if self.standby_instances < 1:
+            raise ValueError(f"standby_instances must be >= 1, got {self.standby_instances}")
+
+    @property
+    def final_bake(self) -> float:
+        """Seconds of the final bake at 100%."""
+        return self.step_wait_s if self.final_bake_s is None else self.final_bake_s
 
     def to_props(self) -> dict[str, Any]:
         """Plain JSON-able values."""
@@ -238,8 +250,9 @@ class RolloutPolicy:
         """Rebuild a policy from `to_props` output."""
         values = dict(props)
         values["traffic_steps"] = tuple(int(s) for s in values.get("traffic_steps", (10, 100)))
-        if "mirror_percent" in values:
-            values["mirror_percent"] = int(values["mirror_percent"])
+        for key in ("mirror_percent", "standby_instances"):
+            if key in values:
+                values[key] = int(values[key])
         if values.get("gate") is not None:
             values["gate"] = GatePolicy.from_props(values["gate"])
         values["watch_alerts"] = tuple(values.get("watch_alerts") or ())
