@@ -4,8 +4,9 @@ The endpoint/deployment traffic cycle (an endpoint's traffic may only name deplo
 exist) is broken by ownership: Pulumi declares the endpoint without traffic and ignores the
 traffic the service reports; `delivery.pulumi_rollout.Rollout` creates the deployment slot,
 smoke-tests it, compares it with the live slot on probe texts (the shadow gate), and moves
-traffic to it in baked steps while watching the pattern's alert rules (`infra.monitoring`); the
-autoscale setting follows the live slot, with an off-hours profile when configured.
+traffic to it in baked steps while watching the pattern's alert rules (`infra.monitoring`). Each
+slot gets its own autoscale setting from the rollout (`delivery.autoscale`), with an off-hours
+profile when configured.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import pulumi
 from pulumi_azure_native import machinelearningservices as ml
-from pulumi_azure_native import monitor
 
 from infra import roles
 from infra.config import (
@@ -24,15 +24,11 @@ from infra.config import (
     DeploymentSettings,
     EndpointsSettings,
     MonitoringSettings,
-    OffHoursSettings,
     PrincipalSettings,
     ProbeSettings,
 )
 from infra.monitoring import ROLLOUT_SIGNALS, alert_rule_name
 from infra.naming import Kind, Namer
-
-WORK_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
-ALL_DAYS = (*WORK_DAYS, "Saturday", "Sunday")
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ class EndpointsArgs:
 
 
 class Endpoints(pulumi.ComponentResource):
-    """One endpoint per pattern; a rollout and an autoscale setting per deployment."""
+    """One endpoint per pattern and a rollout per deployment (which autoscales each slot)."""
 
     endpoints: dict[str, dict[str, pulumi.Output[Any]]]
     """Per pattern: endpoint `name`, `id`, `scoringUri`, and `liveDeployment` once rolled out."""
@@ -125,8 +121,6 @@ class Endpoints(pulumi.ComponentResource):
                 rollout = self._rollout(name, args, deployment, endpoint)
                 outputs["liveDeployment"] = rollout.live_deployment
                 self.live_deployment_ids[pattern] = rollout.live_deployment_id
-                if deployment.autoscale is not None:
-                    self._autoscale(name, args, deployment, deployment.autoscale, rollout)
             self.endpoints[pattern] = outputs
 
         self.register_outputs({"endpoints": self.endpoints})
@@ -224,102 +218,48 @@ class Endpoints(pulumi.ComponentResource):
                 endpoint_name=endpoint.name,
                 deployment=spec,
                 policy=policy,
+                autoscale=(
+                    _autoscale_spec(args, deployment, deployment.autoscale)
+                    if deployment.autoscale is not None
+                    else None
+                ),
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    def _autoscale(
-        self,
-        name: str,
-        args: EndpointsArgs,
-        deployment: DeploymentSettings,
-        scale: AutoscaleSettings,
-        rollout: Any,
-    ) -> monitor.AutoscaleSetting:
-        target = rollout.live_deployment_id
 
-        def rule(direction: str, operator: str, threshold: int, cooldown: int) -> Any:
-            return monitor.ScaleRuleArgs(
-                metric_trigger=monitor.MetricTriggerArgs(
-                    metric_name=scale.metric,
-                    metric_resource_uri=target,
-                    time_grain="PT1M",
-                    statistic="Average",
-                    time_window="PT5M",
-                    time_aggregation="Average",
-                    operator=operator,
-                    threshold=threshold,
-                ),
-                scale_action=monitor.ScaleActionArgs(
-                    direction=direction,
-                    type="ChangeCount",
-                    value="1",
-                    cooldown=f"PT{cooldown}M",
-                ),
+def _autoscale_spec(
+    args: EndpointsArgs, deployment: DeploymentSettings, scale: AutoscaleSettings
+) -> Any:
+    """The rollout's per-slot autoscale rules (`delivery.autoscale`): each slot its own setting.
+
+    Not a Pulumi `AutoscaleSetting`: its target is create-only in Azure, so one setting re-pointed
+    at each new live slot fails (TargetResourceIdIsImmutable); the rollout creates the new slot's
+    setting before it takes traffic and removes the old one with its slot.
+    """
+    from delivery.autoscale import AutoscaleSpec, OffHours
+
+    off = scale.off_hours
+    return AutoscaleSpec(
+        location=args.location,
+        min_instances=scale.min_instances,
+        max_instances=scale.max_instances,
+        default_instances=deployment.instance_count,
+        metric=scale.metric,
+        scale_out_above=scale.scale_out_above,
+        scale_in_below=scale.scale_in_below,
+        cooldown_minutes=scale.cooldown_minutes,
+        off_hours=(
+            OffHours(
+                min_instances=off.min_instances,
+                max_instances=off.max_instances,
+                time_zone=off.time_zone,
+                workday_start=off.workday_start,
+                workday_end=off.workday_end,
+                weekends=off.weekends,
             )
-
-        rules = [
-            rule("Increase", "GreaterThan", scale.scale_out_above, scale.cooldown_minutes),
-            # Scale in more slowly than out: GPU capacity is slow to get back.
-            rule("Decrease", "LessThan", scale.scale_in_below, 2 * scale.cooldown_minutes),
-        ]
-        working = (scale.min_instances, scale.max_instances, deployment.instance_count)
-        profiles = [_profile("default", *working, rules)]
-        if scale.off_hours is not None:
-            off = scale.off_hours
-            profiles += [
-                _profile("working-hours", *working, rules, _recurrence(off, off.workday_start)),
-                _profile(
-                    "off-hours",
-                    off.min_instances,
-                    off.max_instances,
-                    off.min_instances,
-                    rules,
-                    _recurrence(off, off.workday_end),
-                ),
-            ]
-        return monitor.AutoscaleSetting(
-            f"{name}-{deployment.pattern}-autoscale",
-            autoscale_setting_name=args.namer.name(Kind.AUTOSCALE_SETTING, deployment.pattern),
-            resource_group_name=args.resource_group_name,
-            location=args.location,
-            # Follows the live slot: after a blue/green switch the setting moves with it.
-            target_resource_uri=target,
-            enabled=True,
-            profiles=profiles,
-            tags=dict(args.tags),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-
-
-def _profile(
-    name: str,
-    minimum: int,
-    maximum: int,
-    default: int,
-    rules: list[Any],
-    recurrence: monitor.RecurrenceArgs | None = None,
-) -> monitor.AutoscaleProfileArgs:
-    return monitor.AutoscaleProfileArgs(
-        name=name,
-        capacity=monitor.ScaleCapacityArgs(
-            minimum=str(minimum), maximum=str(maximum), default=str(default)
+            if off is not None
+            else None
         ),
-        rules=rules,
-        recurrence=recurrence,
-    )
-
-
-def _recurrence(off: OffHoursSettings, start: str) -> monitor.RecurrenceArgs:
-    # A recurring profile runs from its start until the next profile starts: with weekends off,
-    # the off-hours profile that starts Friday evening lasts until Monday morning.
-    hour, minute = (int(x) for x in start.split(":"))
-    return monitor.RecurrenceArgs(
-        frequency="Week",
-        schedule=monitor.RecurrentScheduleArgs(
-            time_zone=off.time_zone,
-            days=list(WORK_DAYS if off.weekends else ALL_DAYS),
-            hours=[hour],
-            minutes=[minute],
-        ),
+        tags=dict(args.tags),
     )

@@ -13,6 +13,7 @@ import dill
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
+from delivery.autoscale import AutoscaleSpec
 from delivery.fake import FakeWorkspace
 from delivery.pulumi_rollout import (
     RolloutArgs,
@@ -20,7 +21,7 @@ from delivery.pulumi_rollout import (
     code_hash,
     rollout_props,
 )
-from delivery.rollout import DeploymentSpec, RolloutPolicy
+from delivery.rollout import DeploymentSpec, RolloutPolicy, rollback
 from tests.delivery.conftest import ENDPOINT, register_spec, write_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,3 +209,65 @@ def test_the_resource_registers_under_pulumi_mocks_without_azure(tmp_path: Path)
     assert registered["endpoint"] == "ep-analyze"
     assert registered["pattern"] == "analyze"
     assert registered["code_hash"] == code_hash(code)
+
+
+SCALE = AutoscaleSpec(location="westeurope", min_instances=1, max_instances=3, default_instances=1)
+
+
+@pytest.fixture
+def scaled_provider(fake: FakeWorkspace) -> RolloutProvider:
+    """A provider whose workspace, alerts and autoscale are the fake."""
+    return RolloutProvider(
+        workspace_factory=lambda ref: fake,
+        alerts_factory=lambda ref: fake,
+        autoscale_factory=lambda ref: fake,
+    )
+
+
+def test_refresh_after_a_manual_rollback_shows_the_drift(
+    scaled_provider: RolloutProvider,
+    spec: DeploymentSpec,
+    fake: FakeWorkspace,
+    tmp_path: Path,
+    code_dir: Path,
+) -> None:
+    """`pulumi refresh` reads the real split and live slot; the next `up` is no longer a no-op."""
+    created = scaled_provider.create(_inputs(spec, autoscale=SCALE.to_props()))
+    newer = register_spec(fake, write_tiny_model(tmp_path / "v2", seed=7), code_dir)
+    news = _as_pulumi_returns(_inputs(newer, autoscale=SCALE.to_props()))
+    updated = scaled_provider.update(created.id, _as_pulumi_returns(created.outs), news)
+    assert updated.outs["live_deployment"] == "green"
+    assert scaled_provider.diff(created.id, _as_pulumi_returns(updated.outs), news).changes is False
+
+    rollback(fake, ENDPOINT, autoscale=fake, sleep=lambda _: None)  # by hand, outside Pulumi
+
+    read = scaled_provider.read(created.id, _as_pulumi_returns(updated.outs))
+    assert read.id == created.id
+    assert read.outs["live_deployment"] == "blue"
+    assert read.outs["traffic"] == {"blue": 100, "green": 0}
+    assert read.outs["live_deployment_id"].endswith("/deployments/blue")
+    assert read.outs["previous_deployment"] == "green"
+    assert read.outs["deployment"] == updated.outs["deployment"]  # inputs are left as declared
+    diff = scaled_provider.diff(created.id, _as_pulumi_returns(read.outs), news)
+    assert diff.changes is True  # the declared model is not what serves: up reconciles
+    assert not diff.replaces
+
+    reconciled = scaled_provider.update(created.id, _as_pulumi_returns(read.outs), news)
+    assert reconciled.outs["live_deployment"] == "green"
+    assert fake.traffic(ENDPOINT)["green"] == 100
+    assert fake.autoscaled(ENDPOINT, "green")
+
+
+def test_refresh_of_a_deleted_endpoint_drops_the_resource(
+    provider: RolloutProvider, spec: DeploymentSpec, fake: FakeWorkspace
+) -> None:
+    created = provider.create(_inputs(spec))
+    del fake.endpoints[ENDPOINT]
+    assert provider.read(created.id, _as_pulumi_returns(created.outs)).id is None
+
+
+def test_the_provider_gives_the_live_slot_its_own_autoscale(
+    scaled_provider: RolloutProvider, spec: DeploymentSpec, fake: FakeWorkspace
+) -> None:
+    created = scaled_provider.create(_inputs(spec, autoscale=SCALE.to_props()))
+    assert fake.autoscaled(ENDPOINT, created.outs["live_deployment"])

@@ -85,19 +85,32 @@ def test_prod_endpoints_are_private_with_entra_auth(plans: dict[str, Plan]) -> N
         assert r.props["deployment"]["instance_type"].startswith("Standard_N"), f"{r.urn}: no GPU"
 
 
-def test_autoscale_targets_the_live_deployment(plans: dict[str, Plan]) -> None:
-    """Each prod deployment's autoscale setting acts on the live slot; counts stay in range."""
+def test_each_slot_is_autoscaled_by_its_own_setting_never_a_repointed_one(
+    plans: dict[str, Plan],
+) -> None:
+    """No platform-stack autoscale setting follows the live slot (its target is create-only,
+    TargetResourceIdIsImmutable); each rollout carries the rules for one setting per slot."""
+    from delivery.autoscale import AutoscaleSpec, autoscale_name
+
+    for plan in plans.values():
+        assert of_type(plan.resources, AUTOSCALE) == [], plan.stack
     rollouts = _by_pattern(plans["prod"].resources, ROLLOUT)
-    scales = _by_pattern(plans["prod"].resources, AUTOSCALE)
-    assert set(scales) == set(rollouts)
-    for pattern, r in scales.items():
-        assert "/onlineEndpoints/" in r.props["targetResourceUri"], r.urn
-        assert "/deployments/" in r.props["targetResourceUri"], r.urn
-        assert rollouts[pattern].urn in r.dependencies, r.urn
-        assert rollouts[pattern].props["policy"]["autoscale"] is True, rollouts[pattern].urn
-        capacity = r.props["profiles"][0]["capacity"]
-        count = rollouts[pattern].props["deployment"]["instance_count"]
-        assert int(capacity["minimum"]) <= count <= int(capacity["maximum"]), r.urn
+    assert rollouts
+    for pattern, r in rollouts.items():
+        assert r.props["policy"]["autoscale"] is True, r.urn
+        spec = AutoscaleSpec.from_props(r.props["autoscale"])
+        count = r.props["deployment"]["instance_count"]
+        assert spec.min_instances <= count <= spec.max_instances, r.urn
+        endpoint = r.props["endpoint_name"]
+        names = {autoscale_name(endpoint, slot) for slot in ("blue", "green")}
+        assert len(names) == 2, pattern  # blue and green never share (and re-point) a setting
+        for slot in ("blue", "green"):
+            target = f"/x/onlineEndpoints/{endpoint}/deployments/{slot}"
+            setting = spec.setting(target)
+            assert setting["properties"]["targetResourceUri"] == target
+            for profile in setting["properties"]["profiles"]:
+                for rule in profile["rules"]:
+                    assert rule["metricTrigger"]["metricResourceUri"] == target
 
 
 def test_invokers_get_only_the_custom_role_on_each_endpoint(plans: dict[str, Plan]) -> None:
