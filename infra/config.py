@@ -943,6 +943,8 @@ def parse_settings(
         endpoints=_endpoints(root, network.private, delivery or {}),
         monitoring=_monitoring(root, tags),
     )
+    # Read and validated by infra.release_runner (the release runner of a private stack).
+    root.seen.add("releaseRunner")
     root.done()
     # Fail here, not halfway through a deployment, when a name cannot be built.
     for kind in Kind:

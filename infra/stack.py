@@ -14,6 +14,7 @@ from infra.identity import Identity, IdentityArgs
 from infra.monitoring import AlertTarget, Monitoring, MonitoringArgs
 from infra.naming import Kind
 from infra.network import Network, NetworkArgs, platform_targets
+from infra.release_runner import ReleaseRunner, ReleaseRunnerArgs, load_runner_settings
 from infra.workspace import Workspace, WorkspaceArgs
 
 
@@ -65,6 +66,36 @@ def main() -> dict[str, Any]:
                     key_vault_id=workspace.key_vault_id,
                     registry_id=workspace.registry_id,
                 ),
+            ),
+        )
+
+    runner = None
+    runner_settings = load_runner_settings(settings.project, settings.network.address_space)
+    if runner_settings is not None and network is None:
+        # A public stack releases from GitHub's own runners; nothing to build.
+        pulumi.log.warn("releaseRunner is set but network.private is false: no runner is built")
+    elif runner_settings is not None and network is not None:
+        runner = ReleaseRunner(
+            "release",
+            ReleaseRunnerArgs(
+                namer=n,
+                stack=settings.stack,
+                stack_key=f"{settings.project}/{settings.stack}",
+                location=settings.location,
+                tags=tags,
+                resource_group_name=workspace.resource_group_name,
+                resource_group_id=pulumi.Output.concat(
+                    "/subscriptions/",
+                    client.subscription_id,
+                    "/resourceGroups/",
+                    workspace.resource_group_name,
+                ),
+                subscription_id=client.subscription_id,
+                vnet_id=network.vnet_id,
+                workspace_id=workspace.workspace_id,
+                storage_account_id=workspace.storage_account_id,
+                registry_id=workspace.registry_id,
+                settings=runner_settings,
             ),
         )
 
@@ -166,6 +197,9 @@ def main() -> dict[str, Any]:
         "endpoints": endpoints.endpoints if endpoints else {},
         "actionGroupId": monitoring.action_group_id if monitoring else None,
         "alertRules": monitoring.alert_rules if monitoring else {},
+        # Release jobs of a private stack: `runs-on: [self-hosted, <label>]`, as this identity.
+        "releaseRunnerLabel": runner.label if runner else None,
+        "releaseIdentityClientId": runner.identity_client_id if runner else None,
     }
     for key, value in outputs.items():
         pulumi.export(key, value)
