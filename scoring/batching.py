@@ -3,7 +3,9 @@
 Request threads (gunicorn ``gthread`` workers) hand their prompt to a bounded queue and wait on a
 future. Between two decode steps the loop admits waiting requests into the running batch, so a
 request never waits for a whole batch to drain. A full queue answers at once (HTTP 429) instead of
-piling up work; a request past its deadline leaves the batch and its caller gets an error.
+piling up work. Each request's :class:`~scoring.engine.Job` is honoured end to end: a request past
+its deadline (queue wait included) or cancelled by its client leaves the queue or the batch before
+the next decode step, and its caller gets the matching error; streamed text goes to ``on_text``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from scoring.engine import DeadlineExceededError, Job, QueueFullError
 from scoring.generation import (
@@ -25,12 +27,20 @@ from scoring.generation import (
     Generation,
     Row,
     SamplingParams,
+    TextStream,
     cut_at_stop,
     eos_ids,
 )
 from scoring.model import LoadedModel
 
 log = logging.getLogger(__name__)
+
+# How often a waiting caller looks at its job: a queued request whose client went away or whose
+# deadline passed leaves the queue within this time, without waiting for a free batch slot.
+POLL_S = 0.1
+# How long past its deadline a caller waits for a running row before giving up on the loop
+# (the loop itself evicts the row after the current step; this covers a stuck step).
+GRACE_S = 5.0
 
 
 @dataclass(eq=False)
@@ -56,27 +66,24 @@ class GenerationEngine:
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, job: Job) -> Generation:
         """Generate for one prompt; blocks the calling thread, not the batch."""
-        timeout_s = job.remaining()
-        row = _Pending(prompt_ids, params, deadline=job.deadline)
+        job.check()
+        row = _Pending(prompt_ids, params, job)
         try:
             self._queue.put_nowait(row)
         except queue.Full:
             raise QueueFullError(f"{self._queue.maxsize} requests already waiting") from None
-        try:
-            # The loop expires late rows itself; the margin covers one decode step.
-            return row.future.result(timeout=timeout_s + 5.0)
-        except FutureTimeout:
-            raise DeadlineExceededError(f"no result within {timeout_s:.0f} s") from None
+        return _await(row.future, job)
 
     def _loop(self) -> None:
         batch = DecodeBatch(self.lm)
         while True:
             try:
                 self._admit(batch)
+                # Before the step: a cancelled or late row does not cost the batch another step.
+                for row, error in batch.evict(time.monotonic()):
+                    _fail(row, error)
                 for row in batch.step() if len(batch) else ():
                     _resolve(row)
-                for row in batch.expire(time.monotonic()):
-                    _fail(row, DeadlineExceededError("the request's time budget ran out"))
             except Exception as error:  # a failed step must not kill the loop or strand callers
                 log.exception("decode step failed; failing the %d rows in the batch", len(batch))
                 for row in batch.rows:
@@ -94,10 +101,14 @@ class GenerationEngine:
             except queue.Empty:
                 break
         now = time.monotonic()
-        live = [r for r in arrivals if r.deadline > now and r.future.set_running_or_notify_cancel()]
+        live = []
         for row in arrivals:
-            if row not in live and not row.future.done():
-                _fail(row, DeadlineExceededError("the request waited in the queue past its budget"))
+            if not row.future.set_running_or_notify_cancel():
+                continue  # its caller already gave up on it
+            if (error := row.stop_error(now)) is not None:
+                _fail(row, error)
+            else:
+                live.append(row)
         if live:
             try:
                 finished = batch.admit(list(live))
@@ -120,6 +131,23 @@ def _fail(row: Row, error: BaseException) -> None:
         row.future.set_exception(error)
 
 
+def _await(future: Future[Generation], job: Job) -> Generation:
+    """The loop's answer for ``future``; a queued request gives up as soon as its job stops."""
+    while True:
+        try:
+            return future.result(timeout=min(POLL_S, max(job.remaining() + GRACE_S, 0.0)))
+        except FutureTimeout:
+            pass
+        error = job.stop_error()
+        if error is None:
+            continue
+        if future.cancel():  # still queued: it never reaches the model
+            raise error
+        # Running: the loop evicts it after the current step and fails the future with the reason.
+        if job.remaining() < -GRACE_S:
+            raise DeadlineExceededError(f"no answer {GRACE_S:.0f} s past the deadline") from None
+
+
 class SerialEngine:
     """The naive baseline: one request at a time, plain ``model.generate`` for each.
 
@@ -133,24 +161,58 @@ class SerialEngine:
         self._room = threading.BoundedSemaphore(max_queue + 1)
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, job: Job) -> Generation:
-        timeout_s = max(job.remaining(), 0.0)
+        job.check()
         if not self._room.acquire(blocking=False):
             raise QueueFullError("the serial engine's queue is full")
         try:
             queued = time.monotonic()
-            if not self._model_lock.acquire(timeout=timeout_s):
-                raise DeadlineExceededError(f"waited {timeout_s:.0f} s for the model")
+            self._acquire_model(job)
             try:
                 wait = time.monotonic() - queued
-                return replace(plain_generate(self.lm, prompt_ids, params), queue_wait_s=wait)
+                result = plain_generate(self.lm, prompt_ids, params, job)
+                return replace(result, queue_wait_s=wait)
             finally:
                 self._model_lock.release()
         finally:
             self._room.release()
 
+    def _acquire_model(self, job: Job) -> None:
+        """Wait for the model; give up when the job is cancelled or its deadline passes."""
+        while not self._model_lock.acquire(timeout=max(min(POLL_S, job.remaining()), 0.0)):
+            job.check()
+        if (error := job.stop_error()) is not None:
+            self._model_lock.release()
+            raise error
 
-def plain_generate(lm: LoadedModel, prompt_ids: list[int], params: SamplingParams) -> Generation:
-    """``model.generate`` for one prompt, with the same result semantics as the batch loop."""
+
+class _JobWatch(StoppingCriteria):
+    """Checked by ``generate()`` after every token: stops on cancellation or deadline, streams."""
+
+    def __init__(self, lm: LoadedModel, prompt_length: int, stream: TextStream, job: Job) -> None:
+        self.lm, self.prompt_length, self.stream, self.job = lm, prompt_length, stream, job
+        self.eos = eos_ids(lm)
+        self.error: Exception | None = None
+
+    def __call__(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object
+    ) -> torch.Tensor:
+        self.error = self.job.stop_error()
+        if self.error is None and self.stream.sink is not None:
+            tokens = [t for t in input_ids[0, self.prompt_length :].tolist() if t not in self.eos]
+            text = self.lm.tokenizer.decode(tokens, skip_special_tokens=True)
+            self.stream.update(cut_at_stop(text, self.stream.stop)[0])
+        stop = self.error is not None
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+def plain_generate(
+    lm: LoadedModel, prompt_ids: list[int], params: SamplingParams, job: Job | None = None
+) -> Generation:
+    """``model.generate`` for one prompt, with the same result semantics as the batch loop.
+
+    With a ``job``, a stopping criterion checks its cancellation and deadline after every token
+    (raising :class:`CancelledError` or :class:`DeadlineExceededError`) and streams its text.
+    """
     sampling = params.temperature > 0
     config = GenerationConfig(
         max_new_tokens=params.max_new_tokens,
@@ -165,17 +227,26 @@ def plain_generate(lm: LoadedModel, prompt_ids: list[int], params: SamplingParam
     if params.seed is not None:
         torch.manual_seed(params.seed)  # global RNG: safe only because calls are serialised
     ids = torch.tensor([prompt_ids], device=lm.device)
+    stream = TextStream(
+        job.on_text if job else None, params.stop, job.cancelled.set if job else None
+    )
+    watch = _JobWatch(lm, len(prompt_ids), stream, job) if job is not None else None
     with torch.inference_mode():
         out = lm.model.generate(
             ids,
             attention_mask=torch.ones_like(ids),
             generation_config=config,
             tokenizer=lm.tokenizer,
+            stopping_criteria=StoppingCriteriaList([watch] if watch else []),
         )
+    if watch is not None and watch.error is not None:
+        raise watch.error
     new = out[0, len(prompt_ids) :].tolist()
     ended = bool(new) and new[-1] in eos_ids(lm)
     tokens = new[:-1] if ended else new
     text = lm.tokenizer.decode(tokens, skip_special_tokens=True)
     text, stopped = cut_at_stop(text, params.stop)
     ended = ended or stopped
-    return Generation(text, "stop" if ended else "length", len(prompt_ids), len(tokens))
+    return Generation(
+        stream.finish(text), "stop" if ended else "length", len(prompt_ids), len(tokens)
+    )

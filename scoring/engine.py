@@ -37,7 +37,8 @@ class Job:
     ``deadline`` is on the ``time.monotonic()`` clock and counts from arrival, queue wait
     included. Setting ``cancelled`` asks the engine to drop the work within one decode step.
     ``on_text``, when set, receives each new piece of generated text in order; the pieces joined
-    equal the final text.
+    equal the final text. It is called from the engine's thread between decode steps, so it must
+    not block (hand the piece to a queue); if it raises, the job counts as cancelled.
     """
 
     deadline: float
@@ -50,6 +51,19 @@ class Job:
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
+
+    def stop_error(self, now: float | None = None) -> DeadlineExceededError | CancelledError | None:
+        """Why this job's work must stop now (cancelled wins over late), or None to go on."""
+        if self.cancelled.is_set():
+            return CancelledError("the client went away; its work was stopped")
+        if (time.monotonic() if now is None else now) >= self.deadline:
+            return DeadlineExceededError("the request's time budget ran out")
+        return None
+
+    def check(self) -> None:
+        """Raise :meth:`stop_error`'s error, if any."""
+        if (error := self.stop_error()) is not None:
+            raise error
 
 
 class Engine(Protocol):

@@ -8,10 +8,13 @@ leading columns that no remaining row attends to are cropped when rows leave.
 
 from __future__ import annotations
 
+import logging
 import secrets
+import string
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import DynamicCache, PretrainedConfig
@@ -19,7 +22,15 @@ from transformers.cache_utils import DynamicLayer
 
 from scoring.model import LoadedModel
 
+if TYPE_CHECKING:
+    from scoring.engine import Job
+
+log = logging.getLogger(__name__)
+
 SEED_BITS = 63
+# A decoded tail that may still change: U+FFFD is a multi-byte character whose bytes have not all
+# arrived; whitespace may be folded into the next token by a tokenizer's clean-up (" ." -> ".").
+UNSETTLED_TAIL = "\ufffd" + string.whitespace
 
 
 @dataclass(frozen=True)
@@ -45,23 +56,95 @@ class Generation:
     queue_wait_s: float = 0.0  # from submission to the prefill that admitted it
 
 
+def _stop_prefix(text: str, stop: tuple[str, ...]) -> int:
+    """Length of the longest end of ``text`` that a stop string starts with."""
+    return max(
+        (n for s in stop for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])),
+        default=0,
+    )
+
+
+@dataclass(eq=False)
+class TextStream:
+    """Hands a generation's text to ``sink`` piece by piece, never a piece it may take back.
+
+    The engine passes the whole text so far (decoded from every generated id, cut at the first
+    stop string) after each token. Held back: an unfinished multi-byte character, trailing
+    whitespace, and an end that could be the start of a stop string. :meth:`finish` sends the rest,
+    so the pieces joined equal the final text. If the sink raises (the client is gone),
+    ``on_failure`` is called and nothing more is sent.
+    """
+
+    sink: Callable[[str], None] | None
+    stop: tuple[str, ...] = ()
+    on_failure: Callable[[], None] | None = None
+    sent: str = ""
+
+    def update(self, text: str) -> None:
+        if self.sink is None or not text.startswith(self.sent):
+            return
+        settled = text.rstrip(UNSETTLED_TAIL)
+        end = len(settled) - _stop_prefix(settled, self.stop)
+        if end > len(self.sent):
+            self._send(text[len(self.sent) : end])
+
+    def finish(self, text: str) -> str:
+        """Send what is left; returns the final text (which starts with everything sent)."""
+        if self.sink is None:
+            return text
+        if not text.startswith(self.sent):  # a tokenizer rewrote settled text: keep what was sent
+            log.warning("decoded text changed after it was streamed; keeping the streamed part")
+            same = 0
+            while same < min(len(self.sent), len(text)) and self.sent[same] == text[same]:
+                same += 1
+            text = self.sent + text[same:]
+        if len(text) > len(self.sent):
+            self._send(text[len(self.sent) :])
+        return text
+
+    def _send(self, piece: str) -> None:
+        assert self.sink is not None
+        try:
+            self.sink(piece)
+        except Exception as error:
+            log.info("streaming sink failed (%s); stopping the request", error)
+            self.sink = None
+            if self.on_failure is not None:
+                self.on_failure()
+            return
+        self.sent += piece
+
+
 @dataclass(eq=False)
 class Row:
-    """One request inside the running batch (compared by identity)."""
+    """One request inside the running batch (compared by identity).
+
+    ``job`` (deadline, cancellation, streaming sink) is optional so that offline batches
+    (:func:`generate`, tests) need none.
+    """
 
     prompt_ids: list[int]
     params: SamplingParams
-    deadline: float = float("inf")
+    job: Job | None = None
     created: float = field(default_factory=time.monotonic)
     admitted: float | None = None
     generated: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: str | None = None
     generator: torch.Generator = field(init=False)
+    stream: TextStream = field(init=False)
 
     def __post_init__(self) -> None:
         seed = self.params.seed if self.params.seed is not None else secrets.randbits(SEED_BITS)
         self.generator = torch.Generator().manual_seed(seed)
+        job = self.job
+        self.stream = TextStream(
+            job.on_text if job else None, self.params.stop, job.cancelled.set if job else None
+        )
+
+    def stop_error(self, now: float) -> Exception | None:
+        """Why this row must leave the batch unfinished (cancelled, past deadline), or None."""
+        return self.job.stop_error(now) if self.job is not None else None
 
     def result(self) -> Generation:
         assert self.finish_reason is not None
@@ -291,18 +374,21 @@ class DecodeBatch:
         )
         return self._record(self.next_tokens.cpu(), offset=0)
 
-    def expire(self, now: float) -> list[Row]:
-        """Rows past their deadline leave the batch unfinished."""
-        late = [r for r in self.rows if now > r.deadline]
-        self._drop(set(map(id, late)))
-        return late
+    def evict(self, now: float) -> list[tuple[Row, Exception]]:
+        """Rows whose job was cancelled or ran out of time leave the batch unfinished."""
+        leaving = [(r, e) for r in self.rows if (e := r.stop_error(now)) is not None]
+        self._drop({id(r) for r, _ in leaving})
+        return leaving
 
     def _record(self, tokens: torch.Tensor, offset: int) -> list[Row]:
         finished = []
         for row, token in zip(self.rows[offset:], tokens.tolist(), strict=True):
             self._append(row, token)
             if row.finish_reason is not None:
+                row.text = row.stream.finish(row.text)
                 finished.append(row)
+            else:
+                row.stream.update(row.text)
         self._drop(set(map(id, finished)))
         return finished
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from scoring.analysis import TokenScores, bucket_counts, perplexity, score_tokens
 from scoring.batching import GenerationEngine, SerialEngine
-from scoring.engine import DeadlineExceededError, Job, QueueFullError
+from scoring.engine import CancelledError, DeadlineExceededError, Job, QueueFullError
 from scoring.generation import SamplingParams
 from scoring.metrics import MetricsRecorder, RequestMetrics, pooled
 from scoring.model import LoadedModel
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 RETRY_AFTER_S = 1
+# Not sent to anyone (the client is gone): the status the metrics record for a cancelled request,
+# as nginx logs a client that closed its connection.
+CLIENT_CLOSED = 499
 _KEYS_OF = {Pattern.GENERATE: {"prompt", "messages"}, Pattern.ANALYZE: {"text", "texts"}}
 
 
@@ -122,19 +125,18 @@ class ScoringService:
         self.metrics = metrics or MetricsRecorder(lm.name)
         self.capture = capture
         self.input_limit = min(settings.max_input_tokens, lm.context_length - 1)
-        self.engine = (
-            GenerationEngine(
-                lm, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue
-            )
-            if Pattern.GENERATE in settings.patterns
-            else None
-        )
+        self.engine = _engine(lm, settings) if Pattern.GENERATE in settings.patterns else None
         # One forward pass at a time: analysis batches are already as wide as the request.
         self._analysis_gate = _Gate(active=1, waiting=settings.max_queue)
 
-    def handle(self, body: bytes) -> Reply:
-        """Answer one ``POST /score`` body; record its metrics, capture it when enabled."""
+    def handle(self, body: bytes, job: Job | None = None) -> Reply:
+        """Answer one ``POST /score`` body; record its metrics, capture it when enabled.
+
+        ``job`` carries the request's deadline from arrival and its cancellation (the front door
+        sets it when the client goes away); by default the deadline starts now.
+        """
         start = time.perf_counter()
+        job = job if job is not None else self.new_job()
         trace = RequestMetrics()
         payload: dict[str, Any] | None = None
         try:
@@ -142,7 +144,8 @@ class ScoringService:
             pattern = self._pattern_of(payload)
             trace.pattern = pattern.value
             if pattern is Pattern.GENERATE:
-                result: BaseModel = self.generate(_validate(GenerateRequest, payload), trace)
+                request = _validate(GenerateRequest, payload)
+                result: BaseModel = self.generate(request, trace, job)
             else:
                 result = self.analyze(_validate(AnalyzeRequest, payload), trace)
             reply = Reply(200, result.model_dump())
@@ -154,6 +157,10 @@ class ScoringService:
         if self.capture is not None and payload is not None:
             self.capture.record(payload, reply.body)  # redacts before anything is written
         return reply
+
+    def new_job(self, **kwargs: object) -> Job:
+        """A job whose deadline is this deployment's request timeout from now (arrival)."""
+        return Job.within(self.settings.request_timeout_s, **kwargs)
 
     def warm_up(self) -> float:
         """One tiny request per served pattern before the server reports ready; returns seconds.
@@ -211,10 +218,11 @@ class ScoringService:
     # Pattern 1 -----------------------------------------------------------------------------
 
     def generate(
-        self, request: GenerateRequest, trace: RequestMetrics | None = None
+        self, request: GenerateRequest, trace: RequestMetrics | None = None, job: Job | None = None
     ) -> GenerateResponse:
         assert self.engine is not None
         trace = trace if trace is not None else RequestMetrics()
+        job = job if job is not None else self.new_job()
         ids = self._prompt_ids(request)
         trace.tokens_in = len(ids)
         field_name = "prompt" if request.prompt is not None else "messages"
@@ -243,11 +251,13 @@ class ScoringService:
             request.seed,
         )
         try:
-            result = self.engine.submit(ids, params, Job.within(self.settings.request_timeout_s))
+            result = self.engine.submit(ids, params, job)
         except QueueFullError as error:
             raise _retry_later(429, f"generation queue is full ({error}); retry later") from None
         except DeadlineExceededError as error:
             raise _retry_later(503, f"generation did not finish in time: {error}") from None
+        except CancelledError as error:
+            raise ClientError(CLIENT_CLOSED, f"cancelled: {error}") from None
         trace.tokens_out, trace.finish_reason = result.completion_tokens, result.finish_reason
         trace.queue_wait_ms = result.queue_wait_s * 1000
         wanted, trace.perplexity_skipped = self.metrics.wants_generated_perplexity()
