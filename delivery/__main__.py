@@ -1,8 +1,9 @@
-"""Delivery CLI: `python -m delivery {hash,register,rollback} ...` (promotion: delivery.promote).
+"""Delivery CLI: `python -m delivery {hash,register,rollback,abort} ...` (see delivery.promote).
 
 python -m delivery hash --source ~/models/my-llm
 python -m delivery register --stack dev --name my-llm --source hf:<org>/<name>@<commit sha>
 python -m delivery rollback --stack prod --endpoint byom-generate-prod
+python -m delivery abort --stack prod --endpoint byom-generate-prod   # after a killed release
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from delivery.autoscale import AutoscaleClient, AzureAutoscale
 from delivery.environment import EnvironmentSpec, register_environment
 from delivery.packaging import (
     AssetConflictError,
@@ -22,7 +24,7 @@ from delivery.packaging import (
     parse_source,
     register_model,
 )
-from delivery.rollout import RolloutError, rollback
+from delivery.rollout import RolloutError, abort, rollback
 from delivery.stackconfig import (
     EnvironmentConfig,
     ModelConfig,
@@ -34,12 +36,14 @@ from delivery.stackconfig import (
 from delivery.workspace import AzureMLWorkspace, WorkspaceClient, WorkspaceRef
 
 WorkspaceFactory = Callable[[WorkspaceRef], WorkspaceClient]
+AutoscaleFactory = Callable[[WorkspaceRef], AutoscaleClient]
 
 
 def main(
     argv: Sequence[str] | None = None,
     workspace_factory: WorkspaceFactory = AzureMLWorkspace.connect,
     out: TextIO = sys.stdout,
+    autoscale_factory: AutoscaleFactory = AzureAutoscale.connect,
 ) -> int:
     """CLI entry point; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -50,10 +54,13 @@ def main(
             print(f"{packaged.name}:{packaged.version} {packaged.content_hash}", file=out)
             print(f"{len(packaged.files)} files: {', '.join(packaged.files)}", file=out)
             return 0
-        workspace = workspace_factory(resolve_workspace(args.workspace_id, args.stack))
+        ref = resolve_workspace(args.workspace_id, args.stack)
+        workspace = workspace_factory(ref)
         if args.command == "register":
             return _register(args, workspace, out)
-        result = rollback(workspace, args.endpoint)
+        if args.command == "abort":
+            return _abort(args.endpoint, workspace, out)
+        result = rollback(workspace, args.endpoint, autoscale=autoscale_factory(ref))
         print(f"{args.endpoint}: all traffic on {result.live} (was {result.previous})", file=out)
         print(
             "the stack still names the rolled-back model: revert byom:model in "
@@ -70,6 +77,19 @@ def main(
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _abort(endpoints: Sequence[str], workspace: WorkspaceClient, out: TextIO) -> int:
+    for endpoint in endpoints:
+        result = abort(workspace, endpoint)
+        if result is None:
+            print(f"{endpoint}: no unfinished release; traffic left as it is", file=out)
+        else:
+            traffic = dict(result.traffic)
+            print(
+                f"{endpoint}: release of {result.previous} cancelled; traffic {traffic}", file=out
+            )
+    return 0
 
 
 def _register(args: argparse.Namespace, workspace: WorkspaceClient, out: TextIO) -> int:
@@ -103,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("register", "register model + environment, record them in Pulumi.<stack>.yaml"),
         ("rollback", "send all of an endpoint's traffic back to the previous slot"),
+        ("abort", "after a killed release: traffic back to its previous slot, recorded"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--stack", required=True, help="Pulumi stack, e.g. dev")
@@ -111,8 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         if name == "register":
             command.add_argument("--name", required=True, help="model asset name")
             command.add_argument("--source", required=True, help="folder, or hf:<org>/<name>@<sha>")
-        else:
+        elif name == "rollback":
             command.add_argument("--endpoint", required=True, help="online endpoint name")
+        else:
+            command.add_argument(
+                "--endpoint", required=True, action="append", help="endpoint name (repeatable)"
+            )
     return parser
 
 

@@ -330,3 +330,30 @@ def test_rollback_scales_the_standby_up_and_autoscales_it_before_traffic(
 
 def _id(fake: FakeWorkspace, slot: str) -> str:
     return fake.get_deployment(ENDPOINT, slot).id
+
+
+def test_the_abort_command_is_what_a_cancelled_job_runs(fake: FakeWorkspace, two_versions) -> None:
+    """`python -m delivery abort` puts a half-way split back and says what it did."""
+    import io
+
+    from delivery import __main__ as delivery_cli
+
+    first, second = two_versions
+    _release(fake, first, _policy())
+    mortal = Mortal(fake, kill_at=10**9)
+
+    def kill_at_10(_seconds: float) -> None:
+        if fake.traffic(ENDPOINT).get("green") == 10:
+            mortal.dead = True
+            raise Killed
+
+    with pytest.raises(Killed):
+        _release(mortal, second, _policy(), sleep=kill_at_10)
+    out = io.StringIO()
+    workspace_id = fake.ref.arm_id
+    argv = ["abort", "--stack", "prod", "--workspace-id", workspace_id, "--endpoint", ENDPOINT]
+    assert delivery_cli.main(argv, workspace_factory=lambda ref: fake, out=out) == 0
+    assert "release of green cancelled" in out.getvalue()
+    assert fake.traffic(ENDPOINT) == {"blue": 100}
+    assert delivery_cli.main(argv, workspace_factory=lambda ref: fake, out=out) == 0
+    assert "no unfinished release" in out.getvalue()
