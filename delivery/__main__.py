@@ -4,6 +4,7 @@ python -m delivery hash --source ~/models/my-llm
 python -m delivery register --stack dev --name my-llm --source hf:<org>/<name>@<commit sha>
 python -m delivery rollback --stack prod --endpoint byom-generate-prod
 python -m delivery abort --stack prod --endpoint byom-generate-prod   # after a killed release
+python -m delivery release --stack prod        # run the releases `pulumi up` declared (stage)
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from delivery.autoscale import AutoscaleClient, AzureAutoscale
 from delivery.environment import EnvironmentSpec, register_environment
@@ -31,11 +32,13 @@ from delivery.stackconfig import (
     StackConfigError,
     resolve_workspace,
     stack_file,
+    stack_outputs,
     write_stack_config,
 )
 from delivery.workspace import AzureMLWorkspace, WorkspaceClient, WorkspaceRef
 
 WorkspaceFactory = Callable[[WorkspaceRef], WorkspaceClient]
+RELEASES_OUTPUT = "releases"
 AutoscaleFactory = Callable[[WorkspaceRef], AutoscaleClient]
 
 
@@ -44,6 +47,7 @@ def main(
     workspace_factory: WorkspaceFactory = AzureMLWorkspace.connect,
     out: TextIO = sys.stdout,
     autoscale_factory: AutoscaleFactory = AzureAutoscale.connect,
+    outputs_reader: Callable[[str], Mapping[str, Any]] = stack_outputs,
 ) -> int:
     """CLI entry point; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -54,6 +58,10 @@ def main(
             print(f"{packaged.name}:{packaged.version} {packaged.content_hash}", file=out)
             print(f"{len(packaged.files)} files: {', '.join(packaged.files)}", file=out)
             return 0
+        if args.command == "release":
+            return _release(
+                outputs_reader(args.stack), args, workspace_factory, autoscale_factory, out
+            )
         ref = resolve_workspace(args.workspace_id, args.stack)
         workspace = workspace_factory(ref)
         if args.command == "register":
@@ -77,6 +85,34 @@ def main(
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _release(
+    outputs: Mapping[str, Any],
+    args: argparse.Namespace,
+    workspace_factory: WorkspaceFactory,
+    autoscale_factory: AutoscaleFactory,
+    out: TextIO,
+) -> int:
+    # Imported here: pulumi is only needed by this command.
+    from delivery.pulumi_rollout import connect_alerts, release_from_outputs
+
+    releases = outputs.get(RELEASES_OUTPUT) or {}
+    if not releases:
+        raise StackConfigError(f"stack {args.stack!r} declares no releases ({RELEASES_OUTPUT!r})")
+    for pattern, declared in sorted(releases.items()):
+        if args.pattern and pattern not in args.pattern:
+            continue
+        result = release_from_outputs(
+            declared,
+            workspace_factory,
+            connect_alerts,
+            autoscale_factory,
+            base_dir=Path(args.project_dir),
+        )
+        state = "released" if result.changed else "already serving"
+        print(f"{pattern}: {state} on {result.live}; traffic {dict(result.traffic)}", file=out)
+    return 0
 
 
 def _abort(endpoints: Sequence[str], workspace: WorkspaceClient, out: TextIO) -> int:
@@ -115,6 +151,13 @@ def _register(args: argparse.Namespace, workspace: WorkspaceClient, out: TextIO)
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m delivery", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+
+    release = commands.add_parser(
+        "release", help="run the releases the stack declares (stack output `releases`)"
+    )
+    release.add_argument("--stack", required=True, help="Pulumi stack, e.g. prod")
+    release.add_argument("--pattern", action="append", help="only this pattern (repeatable)")
+    release.add_argument("--project-dir", default=".", help="repository root (scoring code)")
 
     hashing = commands.add_parser("hash", help="validate a model source and print its version")
     hashing.add_argument("--source", required=True, help="folder, or hf:<org>/<name>@<commit>")

@@ -114,12 +114,16 @@ class RolloutProvider(ResourceProvider):
         )
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        id_ = f"{_ref(props).arm_id}/onlineEndpoints/{props['endpoint_name']}"
+        if _staged(props):
+            return CreateResult(id_, self.read(id_, props).outs or _declared(props))
         result = self._rollout(props)
-        return CreateResult(
-            f"{_ref(props).arm_id}/onlineEndpoints/{result.endpoint}", _outs(props, result)
-        )
+        return CreateResult(id_, _outs(props, result))
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+    def update(self, id_: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        if _staged(news):
+            # Declared only: `python -m delivery release` runs it, outside this stack's lock.
+            return UpdateResult(self.read(id_, news).outs or _declared(news))
         return UpdateResult(_outs(news, self._rollout(news)))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -147,18 +151,8 @@ class RolloutProvider(ResourceProvider):
         retire(self._workspace_factory(_ref(props)), props["endpoint_name"])
 
     def _rollout(self, props: Mapping[str, Any]) -> RolloutResult:
-        policy = RolloutPolicy.from_props(props["policy"])
-        ref = _ref(props)
-        scale = props.get("autoscale")
-        return rollout(
-            self._workspace_factory(ref),
-            props["endpoint_name"],
-            DeploymentSpec.from_props(props["deployment"]),
-            policy,
-            # Only a policy that watches alerts needs a monitor client.
-            alerts=self._alerts_factory(ref) if policy.watch_alerts else None,
-            autoscale=self._autoscale_factory(ref) if scale else None,
-            scale=AutoscaleSpec.from_props(scale) if scale else None,
+        return release_from_outputs(
+            props, self._workspace_factory, self._alerts_factory, self._autoscale_factory
         )
 
 
@@ -189,6 +183,10 @@ class Rollout(pulumi.dynamic.Resource, module="byom", name="Rollout"):
     """The standby slot kept at 0% for rollback, if any."""
     traffic: pulumi.Output[dict]
     """The endpoint's traffic after the rollout."""
+    deployment: pulumi.Output[dict]
+    """The declared deployment spec (what `delivery release` rolls out in `stage` mode)."""
+    policy: pulumi.Output[dict]
+    autoscale: pulumi.Output[dict | None]
     gate_report: pulumi.Output[str | None]
     """The shadow gate's summary from the last rollout that ran one."""
 
@@ -244,6 +242,46 @@ def _outs(props: Mapping[str, Any], result: RolloutResult) -> dict[str, Any]:
         "traffic": dict(result.traffic),
         "gate_report": result.gate_report,
     }
+
+
+def _staged(props: Mapping[str, Any]) -> bool:
+    return (props.get("policy") or {}).get("release") == "stage"
+
+
+def _declared(props: Mapping[str, Any]) -> dict[str, Any]:
+    # Nothing serves yet (the endpoint is new): outputs say so until the release job runs.
+    return {
+        **{k: props.get(k) for k in INPUT_KEYS},
+        "live_deployment": None,
+        "live_deployment_id": None,
+        "live_fingerprint": None,
+        "previous_deployment": None,
+        "traffic": {},
+        "gate_report": None,
+    }
+
+
+def release_from_outputs(
+    declared: Mapping[str, Any],
+    workspace_factory: WorkspaceFactory = connect,
+    alerts_factory: AlertsFactory = connect_alerts,
+    autoscale_factory: AutoscaleFactory = connect_autoscale,
+    base_dir: Path | None = None,
+) -> RolloutResult:
+    """Run one declared release (a Rollout's outputs, as the stack exports them)."""
+    policy = RolloutPolicy.from_props(declared["policy"])
+    ref = _ref(declared)
+    scale = declared.get("autoscale")
+    return rollout(
+        workspace_factory(ref),
+        declared["endpoint_name"],
+        DeploymentSpec.from_props(declared["deployment"]),
+        policy,
+        base_dir=base_dir,
+        alerts=alerts_factory(ref) if policy.watch_alerts else None,
+        autoscale=autoscale_factory(ref) if scale else None,
+        scale=AutoscaleSpec.from_props(scale) if scale else None,
+    )
 
 
 def _drifted(olds: Mapping[str, Any], news: Mapping[str, Any]) -> bool:

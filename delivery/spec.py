@@ -218,6 +218,9 @@ class RolloutPolicy:
     gate: GatePolicy = field(default_factory=lambda: GatePolicy(enabled=False))
     # metric alert rules (names) watched while each step bakes; one firing rolls back
     watch_alerts: tuple[str, ...] = ()
+    # "inline": `pulumi up` runs the release; "stage": `pulumi up` declares it and
+    # `python -m delivery release` runs it, outside the platform stack's lock
+    release: str = "inline"
 
     def __post_init__(self) -> None:
         steps = list(self.traffic_steps)
@@ -229,6 +232,8 @@ class RolloutPolicy:
             raise ValueError(
                 f"mirror_percent must be 0..50 (service limit), got {self.mirror_percent}"
             )
+        if self.release not in ("inline", "stage"):
+            raise ValueError(f"release must be 'inline' or 'stage', got {self.release!r}")
         if self.standby_instances < 1:
             raise ValueError(f"standby_instances must be >= 1, got {self.standby_instances}")
 

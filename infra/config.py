@@ -255,6 +255,16 @@ class RolloutSettings:
     """Bake period of each intermediate step (and of the mirror phase), watching alerts."""
     keep_previous: bool
     gate: GateSettings
+    final_bake_s: int = 300
+    """Bake at 100% (alerts watched, previous slot still full size) before the release is done."""
+    standby_instances: int = 1
+    """Instances the previous slot keeps after the final bake (when `keep_previous`)."""
+    release: str = "inline"
+    """`inline`: `pulumi up` runs the release; `stage`: `pulumi up` declares it and
+    `python -m delivery release` runs it."""
+
+
+RELEASE_MODES = ("inline", "stage")
 
 
 @dataclass(frozen=True)
@@ -748,6 +758,9 @@ def _rollout(section: _Section | None, path: str) -> RolloutSettings:
         step_wait_s=rollout.integer("stepWaitSeconds", 300, 0, 86400),
         keep_previous=rollout.flag("keepPrevious", True),
         gate=_gate(rollout.section("gate") or _Section(rollout.path("gate"), {})),
+        final_bake_s=rollout.integer("finalBakeSeconds", 300, 0, 86400),
+        standby_instances=rollout.integer("standbyInstances", 1, 1, 100),
+        release=rollout.text("release", "inline", choices=RELEASE_MODES),
     )
     rollout.done()
     return settings

@@ -59,7 +59,9 @@ class Endpoints(pulumi.ComponentResource):
     endpoints: dict[str, dict[str, pulumi.Output[Any]]]
     """Per pattern: endpoint `name`, `id`, `scoringUri`, and `liveDeployment` once rolled out."""
     live_deployment_ids: dict[str, pulumi.Output[str]]
-    """Per pattern with a rollout: ARM id of the live slot (autoscale and instance alerts)."""
+    """Per pattern with a rollout: ARM id of the live slot (instance alerts)."""
+    releases: dict[str, pulumi.Output[Any]]
+    """Per pattern with a rollout: what `python -m delivery release` rolls out (stage mode)."""
 
     def __init__(self, name: str, args: EndpointsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("byom:endpoints:Endpoints", name, None, opts)
@@ -68,6 +70,7 @@ class Endpoints(pulumi.ComponentResource):
         tags = dict(args.tags)
         self.endpoints = {}
         self.live_deployment_ids = {}
+        self.releases = {}
 
         for deployment in s.deployments:
             pattern = deployment.pattern
@@ -121,6 +124,7 @@ class Endpoints(pulumi.ComponentResource):
                 rollout = self._rollout(name, args, deployment, endpoint)
                 outputs["liveDeployment"] = rollout.live_deployment
                 self.live_deployment_ids[pattern] = rollout.live_deployment_id
+                self.releases[pattern] = _declared_release(rollout)
             self.endpoints[pattern] = outputs
 
         self.register_outputs({"endpoints": self.endpoints})
@@ -194,6 +198,9 @@ class Endpoints(pulumi.ComponentResource):
             mirror_percent=s.rollout.mirror_percent,
             step_wait_s=float(s.rollout.step_wait_s),
             keep_previous=s.rollout.keep_previous,
+            final_bake_s=float(s.rollout.final_bake_s),
+            standby_instances=s.rollout.standby_instances,
+            release=s.rollout.release,
             # With autoscale on, the rollout never sets a live deployment's instance count.
             autoscale=deployment.autoscale is not None,
             gate=GatePolicy(
@@ -226,6 +233,12 @@ class Endpoints(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+
+def _declared_release(rollout: Any) -> pulumi.Output[Any]:
+    from delivery.pulumi_rollout import INPUT_KEYS
+
+    return pulumi.Output.all(**{key: getattr(rollout, key) for key in INPUT_KEYS})
 
 
 def _autoscale_spec(

@@ -195,6 +195,8 @@ def main() -> dict[str, Any]:
         "computeInstanceName": compute.instance_name if compute else None,
         "computeClusterName": compute.cluster_name if compute else None,
         "endpoints": endpoints.endpoints if endpoints else {},
+        # Read by `python -m delivery release` (no stack lock): the declared releases.
+        "releases": endpoints.releases if endpoints else {},
         "actionGroupId": monitoring.action_group_id if monitoring else None,
         "alertRules": monitoring.alert_rules if monitoring else {},
         # Release jobs of a private stack: `runs-on: [self-hosted, <label>]`, as this identity.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import subprocess
 import sys
@@ -271,3 +272,48 @@ def test_the_provider_gives_the_live_slot_its_own_autoscale(
 ) -> None:
     created = scaled_provider.create(_inputs(spec, autoscale=SCALE.to_props()))
     assert fake.autoscaled(ENDPOINT, created.outs["live_deployment"])
+
+
+def _staged(spec: DeploymentSpec, **changes) -> dict:
+    policy = RolloutPolicy(step_wait_s=0, poll_interval_s=0, release="stage").to_props()
+    return _inputs(spec, policy=policy, **changes)
+
+
+def test_in_stage_mode_pulumi_up_declares_and_the_release_job_rolls_out(
+    provider: RolloutProvider,
+    spec: DeploymentSpec,
+    fake: FakeWorkspace,
+    tmp_path: Path,
+    code_dir: Path,
+) -> None:
+    """`pulumi up` returns at once without touching traffic; `delivery release` does the work."""
+    from delivery import __main__ as delivery_cli
+
+    fake.mutations.clear()
+    created = provider.create(_staged(spec))
+    assert fake.traffic(ENDPOINT) == {}
+    assert fake.mutations == []
+    assert created.outs["live_deployment"] is None
+    assert created.outs["deployment"] == spec.to_props()
+
+    out = io.StringIO()
+    outputs = {"releases": {"generate": _as_pulumi_returns(created.outs)}}
+    status = delivery_cli.main(
+        ["release", "--stack", "prod"],
+        workspace_factory=lambda ref: fake,
+        out=out,
+        autoscale_factory=lambda ref: fake,
+        outputs_reader=lambda stack: outputs,
+    )
+    assert status == 0
+    assert "generate: released on blue" in out.getvalue()
+    assert fake.traffic(ENDPOINT) == {"blue": 100}
+
+    # A new version: `up` records it (traffic untouched), refresh shows what really serves.
+    newer = register_spec(fake, write_tiny_model(tmp_path / "v2", seed=7), code_dir)
+    updated = provider.update(created.id, _as_pulumi_returns(created.outs), _staged(newer))
+    assert fake.traffic(ENDPOINT) == {"blue": 100}
+    assert updated.outs["live_deployment"] == "blue"
+    assert updated.outs["deployment"] == newer.to_props()
+    diff = provider.diff(created.id, _as_pulumi_returns(updated.outs), _staged(newer))
+    assert diff.changes is True  # declared but not yet serving: the plan says so

@@ -175,3 +175,18 @@ def test_endpoints_without_registered_assets_have_no_rollout() -> None:
     settings = _parse()
     assert settings.endpoints is not None
     assert settings.endpoints.assets is None
+
+
+def test_prod_releases_leave_the_stack_and_bake_at_full_traffic(plans: dict[str, Plan]) -> None:
+    """Prod declares its releases (`stage`) for the release job; dev runs them in `pulumi up`."""
+    for pattern, rollout in _by_pattern(plans["prod"].resources, ROLLOUT).items():
+        policy = rollout.props["policy"]
+        assert policy["release"] == "stage", pattern
+        assert policy["final_bake_s"] >= policy["step_wait_s"], pattern
+        assert policy["standby_instances"] == 1, pattern
+    for rollout in _by_pattern(plans["dev"].resources, ROLLOUT).values():
+        assert rollout.props["policy"]["release"] == "inline"
+    releases = plans["prod"].outputs["releases"]
+    assert set(releases) == set(_by_pattern(plans["prod"].resources, ROLLOUT))
+    for declared in releases.values():
+        assert {"deployment", "policy", "autoscale", "endpoint_name"} <= set(declared)

@@ -195,13 +195,19 @@ def test_prod_approval_comes_after_the_plan_is_shown_and_applies_that_plan():
     up = next(s["run"] for s in apply["steps"] if "pulumi up" in s.get("run", ""))
     assert "--plan prod.plan.json" in up
     assert "--policy-pack-config policy/config.prod.json" in up
-    abort = next(s for s in apply["steps"] if "delivery abort" in s.get("run", ""))
+    release = jobs["release"]
+    assert release["needs"] == "apply"
+    assert "pulumi" not in str(release["concurrency"]["group"])  # not behind the stack lock
+    runs = [s.get("run", "") for s in release["steps"]]
+    assert any("python -m delivery release --stack" in r for r in runs)
+    assert not any("pulumi up" in r for r in runs)
+    abort = next(s for s in release["steps"] if "delivery abort" in s.get("run", ""))
     assert "cancelled()" in abort["if"]
 
 
 def test_prod_jobs_run_on_the_release_runner_in_the_vnet():
     """Every job that reaches prod's private data plane runs on the stack's runner label."""
-    for name in ("plan", "apply"):
+    for name in ("plan", "apply", "release"):
         job = _load(WORKFLOWS / "release-prod.yml")["jobs"][name]
         assert job["runs-on"] == ["self-hosted", runner_label("prod")], name
 
