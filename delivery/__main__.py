@@ -94,8 +94,7 @@ def _release(
     autoscale_factory: AutoscaleFactory,
     out: TextIO,
 ) -> int:
-    # Imported here: pulumi is only needed by this command.
-    from delivery.pulumi_rollout import connect_alerts, release_from_outputs
+    from delivery.release import connect_alerts, release_from_outputs
 
     releases = outputs.get(RELEASES_OUTPUT) or {}
     if not releases:

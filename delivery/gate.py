@@ -17,8 +17,11 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from delivery.fields import SPEC_CONFIG, Flag, Spec, items, number, whole
 from delivery.workspace import WorkspaceClient
 
 BUCKETS = ("top10", "top100", "top1000", "beyond")
@@ -39,33 +42,32 @@ DEFAULT_PROBE_TEXTS = (
 )
 
 
-@dataclass(frozen=True)
-class GatePolicy:
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class GatePolicy(Spec):
     """Probe texts and the thresholds the candidate must meet against the current deployment."""
 
-    enabled: bool = True
-    probe_texts: tuple[str, ...] = DEFAULT_PROBE_TEXTS
+    enabled: Flag = True
+    probe_texts: Annotated[
+        tuple[str, ...],
+        items(lambda t: isinstance(t, str) and t.strip(), "a list of non-empty strings"),
+    ] = DEFAULT_PROBE_TEXTS
     # nats per token the candidate's pooled mean log-probability may fall below the current's
-    max_mean_logprob_drop: float = 0.10
+    max_mean_logprob_drop: number(0.0, 10.0) = 0.10
     # worst candidate/current perplexity ratio over the probe texts
-    max_perplexity_ratio: float = 1.25
+    max_perplexity_ratio: number(1.0, 100.0) = 1.25
     # total variation distance between the two pooled GLTR bucket distributions (0..1)
-    max_bucket_shift: float = 0.10
+    max_bucket_shift: number(0.0, 1.0) = 0.10
     # candidate p95 latency <= current p95 x ratio + slack (slack absorbs tiny-latency noise)
-    max_latency_ratio: float = 1.5
-    latency_slack_ms: float = 50.0
+    max_latency_ratio: number(1.0, 100.0) = 1.5
+    latency_slack_ms: number(0, 60_000) = 50.0
     # share of the candidate's probe requests that may fail
-    max_error_rate: float = 0.0
+    max_error_rate: number(0.0, 1.0) = 0.0
     # fewer scored tokens than this is no evidence: the gate fails rather than guess
-    min_scored_tokens: int = 50
+    min_scored_tokens: whole(1, 1_000_000) = 50
 
     def __post_init__(self) -> None:
         if self.enabled and not self.probe_texts:
             raise ValueError("gate probe_texts must not be empty when the gate is enabled")
-        if not 0 <= self.max_bucket_shift <= 1 or not 0 <= self.max_error_rate <= 1:
-            raise ValueError("max_bucket_shift and max_error_rate are shares from 0 to 1")
-        if self.max_perplexity_ratio < 1 or self.max_latency_ratio < 1:
-            raise ValueError("max_perplexity_ratio and max_latency_ratio must be at least 1")
 
     def to_props(self) -> dict[str, Any]:
         """Plain JSON-able values."""

@@ -46,6 +46,7 @@ from delivery.workspace import (
     DeploymentState,
     EndpointState,
     WorkspaceClient,
+    deployment_entity,
 )
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,9 @@ def rollout(
         log.info("%s: deploying %s to slot %s at 0%% traffic", endpoint, spec.model, target)
         deploying = ReleaseRecord(target, previous, fingerprint, "deploying", 0)
         workspace.set_traffic(endpoint, original.traffic, original.mirror, deploying.tags())
-        workspace.begin_create_or_update_deployment(spec.to_deployment(endpoint, target, base_dir))
+        workspace.begin_create_or_update_deployment(
+            deployment_entity(spec, endpoint, target, base_dir)
+        )
     ready = _wait_ready(workspace, endpoint, target, fingerprint, policy, sleep, clock)
     try:
         smoke(workspace, endpoint, target, spec.pattern)
@@ -377,7 +380,7 @@ def _keep(
         # Capacity is not part of the fingerprint: scale the live deployment in place.
         log.info("%s: scaling %s to %d instances", endpoint, live.name, spec.instance_count)
         workspace.begin_create_or_update_deployment(
-            spec.to_deployment(endpoint, live.name, base_dir)
+            deployment_entity(spec, endpoint, live.name, base_dir)
         )
         changed = True
     standby = next_slot(live.name)

@@ -2,7 +2,8 @@
 
 `DeploymentSpec` is one slot's deployment (model, environment, SKU, probes, data collection);
 `RolloutPolicy` is how traffic reaches it (shadow gate, mirror, steps, bake, watched alerts).
-Both round-trip through `to_props`/`from_props`, the shape the dynamic provider stores.
+Both round-trip through `to_props`/`from_props`, the shape the dynamic provider stores. Nothing
+here imports azure-ai-ml: `delivery.workspace.deployment_entity` builds the Azure entities.
 """
 
 from __future__ import annotations
@@ -11,18 +12,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from azure.ai.ml.entities import (
-    CodeConfiguration,
-    DataCollector,
-    DeploymentCollection,
-    ManagedOnlineDeployment,
-    OnlineRequestSettings,
-    ProbeSettings,
-)
+from pydantic import BeforeValidator, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from delivery.fields import SPEC_CONFIG, Flag, NotInStackFile, Spec, invalid, number, one_of, whole
 from delivery.gate import GatePolicy
 from delivery.smoke import smoke_case
 
@@ -32,60 +27,37 @@ TAG_ENVIRONMENT = "byom-environment"
 TAG_PATTERN = "byom-pattern"
 
 
-@dataclass(frozen=True)
-class ProbeSpec:
-    """Liveness/readiness probe timing, in seconds (LLMs need a long initial delay)."""
-
-    initial_delay_s: int = 600
-    period_s: int = 10
-    timeout_s: int = 2
-    failure_threshold: int = 30
-    success_threshold: int = 1
-
-    def to_settings(self) -> ProbeSettings:
-        """The azure-ai-ml probe settings."""
-        return ProbeSettings(
-            initial_delay=self.initial_delay_s,
-            period=self.period_s,
-            timeout=self.timeout_s,
-            failure_threshold=self.failure_threshold,
-            success_threshold=self.success_threshold,
-        )
-
-
+# The managed endpoint's request timeout range (ms), and where the scoring code lives.
+REQUEST_TIMEOUT_MS = (1_000, 180_000)
+RequestTimeoutMs = whole(*REQUEST_TIMEOUT_MS)
+DEFAULT_CODE_DIR = "scoring"
+DEFAULT_SCORING_SCRIPT = "score.py"
 ROLLING_RATES = ("Minute", "Hour", "Day")
 
 
-@dataclass(frozen=True)
-class DataCollectionSpec:
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class ProbeSpec(Spec):
+    """Liveness/readiness probe timing, in seconds (LLMs need a long initial delay)."""
+
+    initial_delay_s: whole(0, 3600) = Field(600, alias="initialDelaySeconds")
+    period_s: whole(1, 600) = Field(10, alias="periodSeconds")
+    timeout_s: whole(1, 600) = Field(2, alias="timeoutSeconds")
+    failure_threshold: whole(1, 100) = 30
+    success_threshold: whole(1, 10) = 1
+
+
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class DataCollectionSpec(Spec):
     """Azure ML data collector (custom logging): which collections, sampled how often.
 
     The scoring package logs redacted requests to `model_inputs` and responses to
     `model_outputs`; the collector writes them to the workspace's blob store.
     """
 
-    enabled: bool = False
-    sampling_rate: float = 1.0
-    rolling_rate: str = "Hour"
-    collections: tuple[str, ...] = ("model_inputs", "model_outputs")
-
-    def __post_init__(self) -> None:
-        if not 0 < self.sampling_rate <= 1:
-            raise ValueError(f"sampling_rate must be in (0, 1], got {self.sampling_rate}")
-        if self.rolling_rate not in ROLLING_RATES:
-            raise ValueError(
-                f"rolling_rate must be one of {', '.join(ROLLING_RATES)}, got {self.rolling_rate!r}"
-            )
-
-    def to_collector(self) -> DataCollector | None:
-        """The azure-ai-ml data collector, or None (Azure disables collection when it is null)."""
-        if not self.enabled:
-            return None
-        return DataCollector(
-            collections={name: DeploymentCollection(enabled="true") for name in self.collections},
-            sampling_rate=self.sampling_rate,
-            rolling_rate=self.rolling_rate,
-        )
+    enabled: Flag = False
+    sampling_rate: number(0.001, 1.0) = 1.0
+    rolling_rate: one_of(*ROLLING_RATES) = "Hour"
+    collections: NotInStackFile[tuple[str, ...]] = ("model_inputs", "model_outputs")
 
 
 @dataclass(frozen=True)
@@ -97,8 +69,8 @@ class DeploymentSpec:
     environment: str
     instance_type: str
     instance_count: int = 1
-    code_dir: str = "scoring"
-    scoring_script: str = "score.py"
+    code_dir: str = DEFAULT_CODE_DIR
+    scoring_script: str = DEFAULT_SCORING_SCRIPT
     code_hash: str = ""
     max_concurrent_requests_per_instance: int = 1
     request_timeout_ms: int = 90_000
@@ -118,9 +90,10 @@ class DeploymentSpec:
                 "egress_public_network_access must be 'enabled' or 'disabled', "
                 f"got {self.egress_public_network_access!r}"
             )
-        if not 1_000 <= self.request_timeout_ms <= 180_000:
+        lo, hi = REQUEST_TIMEOUT_MS
+        if not lo <= self.request_timeout_ms <= hi:
             raise ValueError(
-                f"request_timeout_ms must be 1000..180000 (the managed endpoint maximum), "
+                f"request_timeout_ms must be {lo}..{hi} (the managed endpoint maximum), "
                 f"got {self.request_timeout_ms}"
             )
 
@@ -160,82 +133,58 @@ class DeploymentSpec:
             values["data_collection"] = DataCollectionSpec(**collection)
         return cls(**values)
 
-    def to_deployment(
-        self, endpoint: str, slot: str, base_dir: Path | None = None
-    ) -> ManagedOnlineDeployment:
-        """The azure-ai-ml deployment entity for a slot, tagged with what it runs."""
-        return ManagedOnlineDeployment(
-            name=slot,
-            endpoint_name=endpoint,
-            model=self.model,
-            environment=self.environment,
-            code_configuration=CodeConfiguration(
-                code=str(Path(base_dir or Path.cwd(), self.code_dir)),
-                scoring_script=self.scoring_script,
-            ),
-            instance_type=self.instance_type,
-            instance_count=self.instance_count,
-            request_settings=OnlineRequestSettings(
-                max_concurrent_requests_per_instance=self.max_concurrent_requests_per_instance,
-                request_timeout_ms=self.request_timeout_ms,
-            ),
-            liveness_probe=self.liveness_probe.to_settings(),
-            readiness_probe=self.readiness_probe.to_settings(),
-            environment_variables=dict(self.environment_variables),
-            egress_public_network_access=self.egress_public_network_access,
-            app_insights_enabled=self.app_insights_enabled,
-            data_collector=self.data_collection.to_collector(),
-            tags={
-                TAG_FINGERPRINT: self.fingerprint(),
-                TAG_MODEL: self.model,
-                TAG_ENVIRONMENT: self.environment,
-                TAG_PATTERN: self.pattern,
-            },
-        )
+    def tags(self) -> dict[str, str]:
+        """Tags a deployment of this spec carries: what it runs, and the fingerprint."""
+        return {
+            TAG_FINGERPRINT: self.fingerprint(),
+            TAG_MODEL: self.model,
+            TAG_ENVIRONMENT: self.environment,
+            TAG_PATTERN: self.pattern,
+        }
 
 
-@dataclass(frozen=True)
-class RolloutPolicy:
-    """How traffic moves to a new deployment."""
+def _traffic_steps(value: Any) -> tuple[int, ...]:
+    steps = list(value) if isinstance(value, list | tuple) else value
+    if (
+        not isinstance(steps, list)
+        or not steps
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in steps)
+        or steps != sorted(set(steps))
+        or steps[0] <= 0
+        or steps[-1] != 100
+    ):
+        raise invalid("percentages rising strictly from above 0 to 100, e.g. [10, 100]")
+    return tuple(steps)
 
-    traffic_steps: tuple[int, ...] = (10, 100)
-    # > 0: first copy this share of live traffic to the new deployment (responses discarded)
-    mirror_percent: int = 0
+
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class RolloutPolicy(Spec):
+    """How traffic moves to a new deployment (blue/green)."""
+
+    traffic_steps: Annotated[tuple[int, ...], BeforeValidator(_traffic_steps)] = (10, 100)
+    # > 0: first copy this share of live traffic to the new deployment (responses discarded);
+    # the service mirrors at most 50%.
+    mirror_percent: whole(0, 50) = 0
     # time at each intermediate step (and the mirror phase) before the re-check and the next step
-    step_wait_s: float = 300.0
-    ready_timeout_s: float = 3600.0
-    poll_interval_s: float = 15.0
+    step_wait_s: number(0, 86400) = Field(300.0, alias="stepWaitSeconds")
+    ready_timeout_s: NotInStackFile[float] = 3600.0
+    poll_interval_s: NotInStackFile[float] = 15.0
     # after 100%: bake this long while watching alerts before the release counts as done
     # (None: the step wait); a fired alert sends all traffic back to the previous slot
-    final_bake_s: float | None = None
+    final_bake_s: number(0, 86400) | None = Field(None, alias="finalBakeSeconds")
     # keep the previous slot at 0% so `rollback` is one traffic update; after the final bake it
     # is scaled down to `standby_instances` (rollback scales it up again before moving traffic)
-    keep_previous: bool = True
-    standby_instances: int = 1
-    # autoscale owns instance counts: never scale an already-live deployment in place
-    autoscale: bool = False
-    # shadow stage: compare the new slot with the live one on probe texts before any traffic
-    gate: GatePolicy = field(default_factory=lambda: GatePolicy(enabled=False))
-    # metric alert rules (names) watched while each step bakes; one firing rolls back
-    watch_alerts: tuple[str, ...] = ()
+    keep_previous: Flag = True
+    standby_instances: whole(1, 100) = 1
     # "inline": `pulumi up` runs the release; "stage": `pulumi up` declares it and
     # `python -m delivery release` runs it, outside the platform stack's lock
-    release: str = "inline"
-
-    def __post_init__(self) -> None:
-        steps = list(self.traffic_steps)
-        if not steps or steps[-1] != 100 or steps != sorted(set(steps)) or steps[0] <= 0:
-            raise ValueError(
-                f"traffic_steps must rise strictly from above 0 to 100, got {self.traffic_steps}"
-            )
-        if not 0 <= self.mirror_percent <= 50:
-            raise ValueError(
-                f"mirror_percent must be 0..50 (service limit), got {self.mirror_percent}"
-            )
-        if self.release not in ("inline", "stage"):
-            raise ValueError(f"release must be 'inline' or 'stage', got {self.release!r}")
-        if self.standby_instances < 1:
-            raise ValueError(f"standby_instances must be >= 1, got {self.standby_instances}")
+    release: one_of("inline", "stage") = "inline"
+    # autoscale owns instance counts: never scale an already-live deployment in place
+    autoscale: NotInStackFile[bool] = False
+    # shadow stage: compare the new slot with the live one on probe texts before any traffic
+    gate: GatePolicy = Field(default_factory=lambda: GatePolicy(enabled=False))
+    # metric alert rules (names) watched while each step bakes; one firing rolls back
+    watch_alerts: NotInStackFile[tuple[str, ...]] = ()
 
     @property
     def final_bake(self) -> float:

@@ -21,11 +21,15 @@ from azure.core.exceptions import ResourceNotFoundError
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
     from azure.ai.ml.entities import (
+        DataCollector,
         Environment,
         ManagedOnlineDeployment,
         ManagedOnlineEndpoint,
         Model,
+        ProbeSettings,
     )
+
+    from delivery.spec import DataCollectionSpec, DeploymentSpec, ProbeSpec
 
 # Provisioning states of an online deployment, as the service reports them.
 SUCCEEDED = "Succeeded"
@@ -311,4 +315,64 @@ def _state(deployment: ManagedOnlineDeployment) -> DeploymentState:
         tags=dict(deployment.tags or {}),
         instance_count=deployment.instance_count,
         id=deployment.id,
+    )
+
+
+def deployment_entity(
+    spec: DeploymentSpec, endpoint: str, slot: str, base_dir: Path | None = None
+) -> ManagedOnlineDeployment:
+    """The azure-ai-ml deployment entity for a slot of `spec`, tagged with what it runs."""
+    from azure.ai.ml.entities import (
+        CodeConfiguration,
+        ManagedOnlineDeployment,
+        OnlineRequestSettings,
+    )
+
+    return ManagedOnlineDeployment(
+        name=slot,
+        endpoint_name=endpoint,
+        model=spec.model,
+        environment=spec.environment,
+        code_configuration=CodeConfiguration(
+            code=str(Path(base_dir or Path.cwd(), spec.code_dir)),
+            scoring_script=spec.scoring_script,
+        ),
+        instance_type=spec.instance_type,
+        instance_count=spec.instance_count,
+        request_settings=OnlineRequestSettings(
+            max_concurrent_requests_per_instance=spec.max_concurrent_requests_per_instance,
+            request_timeout_ms=spec.request_timeout_ms,
+        ),
+        liveness_probe=_probe_settings(spec.liveness_probe),
+        readiness_probe=_probe_settings(spec.readiness_probe),
+        environment_variables=dict(spec.environment_variables),
+        egress_public_network_access=spec.egress_public_network_access,
+        app_insights_enabled=spec.app_insights_enabled,
+        data_collector=_collector(spec.data_collection),
+        tags=spec.tags(),
+    )
+
+
+def _probe_settings(probe: ProbeSpec) -> ProbeSettings:
+    from azure.ai.ml.entities import ProbeSettings
+
+    return ProbeSettings(
+        initial_delay=probe.initial_delay_s,
+        period=probe.period_s,
+        timeout=probe.timeout_s,
+        failure_threshold=probe.failure_threshold,
+        success_threshold=probe.success_threshold,
+    )
+
+
+def _collector(capture: DataCollectionSpec) -> DataCollector | None:
+    # None, not a disabled collector: Azure disables collection when the collector is null.
+    if not capture.enabled:
+        return None
+    from azure.ai.ml.entities import DataCollector, DeploymentCollection
+
+    return DataCollector(
+        collections={name: DeploymentCollection(enabled="true") for name in capture.collections},
+        sampling_rate=capture.sampling_rate,
+        rolling_rate=capture.rolling_rate,
     )

@@ -1,23 +1,57 @@
 """Stack configuration: read once, validated, frozen.
 
 This is the only module that calls `pulumi.Config`. `load_settings()` reads `Pulumi.<stack>.yaml`
-through the Pulumi runtime; `parse_settings()` does the validation on plain values so tests can
-feed it literals. Defaults are the secure choice and live here only; stack files hold what differs.
-Every error names the key, the value and what is allowed, and is raised before any resource exists.
+through the Pulumi runtime; `parse_settings()` validates plain values so tests can feed it
+literals. The stack file's shape is declared once, as pydantic models (camelCase keys, bounds,
+allowed values, cross-field Azure rules); `stack_file_schema()` publishes it as JSON schema.
+Defaults are the secure choice and live here only; stack files hold what differs. Every error
+names the key, the value and what is allowed, and is raised before any resource exists.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import pulumi
+from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from delivery.fields import (
+    SPEC_CONFIG,
+    Flag,
+    OrNone,
+    Text,
+    invalid,
+    items,
+    number,
+    one_of,
+    text,
+    whole,
+)
+from delivery.gate import GatePolicy
+from delivery.spec import (
+    DEFAULT_CODE_DIR,
+    DEFAULT_SCORING_SCRIPT,
+    DataCollectionSpec,
+    ProbeSpec,
+    RequestTimeoutMs,
+    RolloutPolicy,
+)
 from infra import sizing
+from infra.config_types import (
+    HHMM,
+    Cidr,
+    ConfigError,
+    ConfigModel,
+    Toggle,
+    file_schema,
+    validate,
+)
 from infra.naming import Kind, Namer, unique_suffix
 
 PROJECT = "azureml-byom"
@@ -35,11 +69,7 @@ DATA_CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
 PRIVATE_ONLY_CLASSIFICATIONS = ("confidential", "restricted")
 PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal")
 ISOLATION_MODES = ("Disabled", "AllowInternetOutbound", "AllowOnlyApprovedOutbound")
-WORKSPACE_SKUS = ("Basic",)
 STORAGE_SKUS = ("Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS")
-REGISTRY_SKUS = ("Basic", "Standard", "Premium")
-FIREWALL_SKUS = ("Basic", "Standard")
-VM_PRIORITIES = ("Dedicated", "LowPriority")
 # Request patterns the scoring package serves; one endpoint each (env var SCORING_PATTERNS).
 PATTERNS = ("generate", "analyze")
 AUTH_MODES = ("AADToken", "AMLToken", "Key")
@@ -50,39 +80,28 @@ AUTOSCALE_METRICS = (
     "GpuUtilizationPercentage",
     "GpuMemoryUtilizationPercentage",
 )
-# Azure ML data collector rolling rates, and metric alert windows Azure accepts (minutes).
-ROLLING_RATES = ("Minute", "Hour", "Day")
+# Metric alert windows Azure accepts (minutes).
 ALERT_WINDOWS = (1, 5, 15, 30, 60)
 # Namespace of the keys the delivery CLI writes (`byom:model`, `byom:environment`).
 DELIVERY_NAMESPACE = "byom"
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_CRON = re.compile(r"^(\S+\s+){4}\S+$")
-_FQDN = re.compile(r"^(\*\.)?([a-z0-9-]+\.)+[a-z]{2,}$")
-_WORKLOAD = re.compile(r"^[a-z][a-z0-9]{1,7}$")
-_SUFFIX = re.compile(r"^[a-z0-9]{4,8}$")
-_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+_GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.IGNORECASE)
-_REQUIRED = object()
+_FQDN = re.compile(r"^(\*\.)?([a-z0-9-]+\.)+[a-z]{2,}$")
 
 
-class ConfigError(ValueError):
-    """A stack configuration value is missing or invalid."""
-
-    def __init__(self, key: str, value: Any, allowed: str) -> None:
-        self.key = key
-        self.value = value
-        super().__init__(f"config {key} = {value!r} is invalid; allowed: {allowed}")
-
-
-@dataclass(frozen=True)
-class TagSettings:
+class TagSettings(ConfigModel):
     """The tag set every taggable resource carries."""
 
-    environment: str
-    owner: str
-    cost_center: str
-    data_classification: str
+    owner: Text
+    cost_center: Text
+    data_classification: one_of(*DATA_CLASSIFICATIONS)
+    _environment: str = PrivateAttr("")
+
+    @property
+    def environment(self) -> str:
+        """The stack name."""
+        return self._environment
 
     def as_dict(self) -> dict[str, str]:
         """Tags in Azure's form."""
@@ -96,820 +115,532 @@ class TagSettings:
         }
 
 
-@dataclass(frozen=True)
-class PrincipalSettings:
+class PrincipalSettings(ConfigModel):
     """An Entra ID principal (object id and type) granted roles by this stack."""
 
-    object_id: str
-    principal_type: str
+    object_id: text(_GUID, "an Entra ID object id (GUID)")
+    principal_type: one_of(*PRINCIPAL_TYPES) = Field(alias="type")
 
 
-@dataclass(frozen=True)
-class NetworkSettings:
+class NetworkSettings(ConfigModel):
     """Private networking: one VNet whose subnet hosts the private endpoints."""
 
-    private: bool
-    address_space: str
-    private_endpoint_subnet: str
+    private: Flag = True
+    address_space: Cidr = "10.20.0.0/16"
+    private_endpoint_subnet: Cidr = "10.20.0.0/24"
+
+    @model_validator(mode="after")
+    def _subnet_inside(self) -> NetworkSettings:
+        space = ipaddress.IPv4Network(self.address_space)
+        if not ipaddress.IPv4Network(self.private_endpoint_subnet).subnet_of(space):
+            raise invalid(
+                f"a subnet inside addressSpace {self.address_space}",
+                "privateEndpointSubnet",
+                self.private_endpoint_subnet,
+            )
+        return self
 
 
-@dataclass(frozen=True)
-class WorkspaceSettings:
+class WorkspaceSettings(ConfigModel):
     """The Azure ML workspace and its dependent resources."""
 
-    sku: str
-    isolation_mode: str
-    firewall_sku: str
-    outbound_fqdns: tuple[str, ...]
-    storage_sku: str
-    storage_shared_key_access: bool
-    registry_sku: str
-    log_retention_days: int
-    high_business_impact: bool
-    existing_resource_group: str | None
+    sku: one_of("Basic") = "Basic"
+    isolation_mode: one_of(*ISOLATION_MODES) = "AllowOnlyApprovedOutbound"
+    firewall_sku: one_of("Basic", "Standard") = "Standard"
+    outbound_fqdns: Annotated[
+        tuple[str, ...],
+        items(lambda f: isinstance(f, str) and _FQDN.match(f), "host names such as pypi.org", 1),
+    ] = ()
+    storage_sku: one_of(*STORAGE_SKUS) = "Standard_ZRS"
+    storage_shared_key_access: Flag = False
+    registry_sku: one_of("Basic", "Standard", "Premium") = "Premium"
+    log_retention_days: whole(30, 730) = 30
+    high_business_impact: Flag = False
+    existing_resource_group: Text | None = None
+
+    @model_validator(mode="after")
+    def _fqdns_need_approved_outbound(self) -> WorkspaceSettings:
+        if self.outbound_fqdns and self.isolation_mode != "AllowOnlyApprovedOutbound":
+            raise invalid(
+                "[] unless isolationMode is AllowOnlyApprovedOutbound",
+                "outboundFqdns",
+                list(self.outbound_fqdns),
+            )
+        return self
 
 
-@dataclass(frozen=True)
-class IdentitySettings:
+class IdentitySettings(ConfigModel):
     """Humans and applications that get roles on the platform."""
 
-    data_scientists: PrincipalSettings | None
-    deployer: PrincipalSettings | None
-    invokers: tuple[PrincipalSettings, ...]
+    data_scientists: PrincipalSettings | None = None
+    deployer: PrincipalSettings | None = None
+    invokers: tuple[PrincipalSettings, ...] = ()
 
 
-@dataclass(frozen=True)
-class ComputeInstanceSettings:
+class ComputeInstanceSettings(ConfigModel):
     """A personal notebook VM."""
 
-    vm_size: str
-    assigned_user_object_id: str
-    idle_shutdown_minutes: int
-    nightly_stop_cron: str | None
-    time_zone: str
+    enabled: Flag = True
+    vm_size: Text = "Standard_DS3_v2"
+    assigned_user_object_id: text(_GUID, "the notebook user's Entra ID object id")
+    # Azure accepts 15 minutes to 3 days.
+    idle_shutdown_minutes: whole(15, 3 * 24 * 60) = 30
+    nightly_stop_cron: (
+        text(r"^(\S+\s+){4}\S+$", "a 5-field cron expression such as '0 20 * * *'") | None
+    ) = None
+    time_zone: Text = "UTC"
 
 
-@dataclass(frozen=True)
-class ClusterSettings:
+class ClusterSettings(ConfigModel):
     """A training/batch cluster that scales to zero."""
 
-    vm_size: str
-    max_nodes: int
-    vm_priority: str
-    idle_seconds_before_scale_down: int
+    enabled: Flag = True
+    vm_size: Text = "Standard_DS3_v2"
+    max_nodes: whole(1, 100) = 2
+    vm_priority: one_of("Dedicated", "LowPriority") = "Dedicated"
+    idle_seconds_before_scale_down: whole(60, 86400) = 120
 
 
-@dataclass(frozen=True)
-class ComputeSettings:
+class ComputeSettings(ConfigModel):
     """Optional compute instance and cluster."""
 
-    instance: ComputeInstanceSettings | None
-    cluster: ClusterSettings | None
+    instance: Annotated[ComputeInstanceSettings | None, Toggle] = None
+    cluster: Annotated[ClusterSettings | None, Toggle] = None
 
 
-@dataclass(frozen=True)
-class ProbeSettings:
-    """Liveness or readiness probe timing, in seconds."""
-
-    initial_delay_s: int
-    period_s: int
-    timeout_s: int
-    failure_threshold: int
-    success_threshold: int
-
-
-@dataclass(frozen=True)
-class OffHoursSettings:
+class OffHoursSettings(ConfigModel):
     """A smaller instance range outside working hours (nights, and weekends if set)."""
 
-    min_instances: int
-    max_instances: int
-    time_zone: str
+    enabled: Flag = True
+    # Managed online deployments cannot scale to zero.
+    min_instances: whole(1, 20) = 1
+    max_instances: whole(1, 20) = 1
+    time_zone: Text = "UTC"
     """Windows time zone name, as Azure Monitor autoscale takes it (`W. Europe Standard Time`)."""
-    workday_start: str
+    workday_start: HHMM = "07:00"
     """`HH:MM` when the working-hours range starts."""
-    workday_end: str
+    workday_end: HHMM = "19:00"
     """`HH:MM` when the off-hours range starts."""
-    weekends: bool
+    weekends: Flag = True
     """Off-hours all Saturday and Sunday too."""
 
+    @model_validator(mode="after")
+    def _ordered(self) -> OffHoursSettings:
+        if self.workday_end <= self.workday_start:
+            raise invalid(
+                f"later than workdayStart {self.workday_start}", "workdayEnd", self.workday_end
+            )
+        if self.max_instances < self.min_instances:
+            raise invalid(
+                f"at least minInstances ({self.min_instances})", "maxInstances", self.max_instances
+            )
+        return self
 
-@dataclass(frozen=True)
-class AutoscaleSettings:
+
+class AutoscaleSettings(ConfigModel):
     """Azure Monitor autoscale for a deployment: instance range and metric thresholds."""
 
-    min_instances: int
-    max_instances: int
-    metric: str
-    scale_out_above: int
-    scale_in_below: int
-    cooldown_minutes: int
-    off_hours: OffHoursSettings | None = None
+    enabled: Flag = True
+    min_instances: whole(1, 20) = 1
+    max_instances: whole(1, 20) = 2
+    metric: one_of(*AUTOSCALE_METRICS) = "CpuUtilizationPercentage"
+    scale_out_above: whole(1, 100) = 70
+    scale_in_below: whole(0, 99) = 25
+    # GPU instances take minutes to provision; a short cooldown would overshoot.
+    cooldown_minutes: whole(1, 1440) = 15
+    off_hours: Annotated[OffHoursSettings | None, Toggle] = None
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AutoscaleSettings:
+        hi, lo = self.max_instances, self.min_instances
+        if hi < lo:
+            raise invalid(f"at least minInstances ({lo})", "maxInstances", hi)
+        off = self.off_hours
+        if off is not None and off.max_instances > hi:
+            allowed = f"at most maxInstances ({hi}): off-hours only scale down"
+            raise invalid(allowed, "offHours.maxInstances", off.max_instances)
+        if self.scale_in_below >= self.scale_out_above:
+            allowed = f"below scaleOutAbove ({self.scale_out_above})"
+            raise invalid(allowed, "scaleInBelow", self.scale_in_below)
+        return self
 
 
-@dataclass(frozen=True)
-class DeploymentSettings:
-    """One pattern's deployment: SKU, instances, request handling, probes, autoscale."""
+def _env_values(raw: Any) -> Any:
+    for key, value in (raw or {}).items() if isinstance(raw, Mapping) else ():
+        if not isinstance(value, str) or key == "SCORING_PATTERNS":
+            allowed = "string values; SCORING_PATTERNS is set from the pattern name"
+            raise invalid(allowed, str(key), value)
+    return raw
 
-    pattern: str
-    instance_type: str
-    instance_count: int
-    max_concurrent_requests_per_instance: int
-    request_timeout_ms: int
-    liveness_probe: ProbeSettings
-    readiness_probe: ProbeSettings
-    environment_variables: Mapping[str, str]
-    autoscale: AutoscaleSettings | None
-    max_new_tokens: int | None = None
+
+class DeploymentSettings(ConfigModel):
+    """One pattern's deployment: SKU, instances, request handling, probes, autoscale.
+
+    As parsed, unset timeouts, probe delays and server variables are None or absent; the
+    endpoints block resolves them from the model size and token budget (`infra.sizing`).
+    """
+
+    instance_type: Text
+    instance_count: whole(1, 20) = 1
+    max_concurrent_requests_per_instance: whole(1, 1000) = 1
+    max_new_tokens: Annotated[whole(0, 32768), OrNone] = None
     """The deployment's cap on generated tokens (SCORING_MAX_NEW_TOKENS); None: the package's."""
+    min_tokens_per_second: Annotated[whole(0, 10000), OrNone] = None
+    # The managed endpoint maximum is 180 s.
+    request_timeout_ms: RequestTimeoutMs | None = None
+    liveness_probe: ProbeSpec = Field(default_factory=ProbeSpec)
+    readiness_probe: ProbeSpec = Field(default_factory=ProbeSpec)
+    environment_variables: Annotated[dict[str, str], BeforeValidator(_env_values)] = Field(
+        default_factory=dict
+    )
+    autoscale: Annotated[AutoscaleSettings | None, Toggle] = None
+    _pattern: str = PrivateAttr("")
+
+    @property
+    def pattern(self) -> str:
+        """The scoring pattern this deployment serves (its key under `deployments`)."""
+        return self._pattern
 
     @property
     def min_instances(self) -> int:
         """The floor of running instances: autoscale's minimum, else the fixed count."""
         return self.autoscale.min_instances if self.autoscale else self.instance_count
 
-
-@dataclass(frozen=True)
-class GateSettings:
-    """The shadow stage's token-level comparison (see delivery.gate.GatePolicy)."""
-
-    enabled: bool
-    probe_texts: tuple[str, ...]
-    """Empty: the built-in probe set."""
-    max_mean_logprob_drop: float
-    max_perplexity_ratio: float
-    max_bucket_shift: float
-    max_latency_ratio: float
-    latency_slack_ms: int
-    max_error_rate: float
-    min_scored_tokens: int
-
-
-@dataclass(frozen=True)
-class RolloutSettings:
-    """How traffic moves to a new deployment (blue/green)."""
-
-    traffic_steps: tuple[int, ...]
-    mirror_percent: int
-    step_wait_s: int
-    """Bake period of each intermediate step (and of the mirror phase), watching alerts."""
-    keep_previous: bool
-    gate: GateSettings
-    final_bake_s: int = 300
-    """Bake at 100% (alerts watched, previous slot still full size) before the release is done."""
-    standby_instances: int = 1
-    """Instances the previous slot keeps after the final bake (when `keep_previous`)."""
-    release: str = "inline"
-    """`inline`: `pulumi up` runs the release; `stage`: `pulumi up` declares it and
-    `python -m delivery release` runs it."""
+    @model_validator(mode="after")
+    def _fits(self) -> DeploymentSettings:
+        max_new, rate = self.max_new_tokens, self.min_tokens_per_second
+        if (
+            max_new
+            and rate
+            and sizing.request_timeout_ms(max_new, rate) > sizing.MAX_REQUEST_TIMEOUT_MS
+        ):
+            allowed = (
+                f"at most {(sizing.MAX_REQUEST_TIMEOUT_MS // 1000 - 10) * rate} at "
+                f"minTokensPerSecond {rate} (the endpoint cuts requests at 180 s)"
+            )
+            raise invalid(allowed, "maxNewTokens", max_new)
+        scale = self.autoscale
+        if scale and not scale.min_instances <= self.instance_count <= scale.max_instances:
+            allowed = f"within autoscale {scale.min_instances}..{scale.max_instances}"
+            raise invalid(allowed, "instanceCount", self.instance_count)
+        return self
 
 
-RELEASE_MODES = ("inline", "stage")
+class ModelRecord(ConfigModel):
+    """`byom:model`, written by the delivery CLI."""
+
+    name: Text
+    version: Text
+    content_hash: Text  # checked against the version by the delivery CLI that writes it
+    registry: Text | None = None
 
 
-@dataclass(frozen=True)
-class AssetSettings:
-    """Model and environment versions to deploy, as the delivery CLI recorded them."""
+class EnvironmentRecord(ConfigModel):
+    """`byom:environment`, written by the delivery CLI."""
 
-    model_asset_id: str
-    environment_asset_id: str
+    name: Text
+    version: Text
 
 
-@dataclass(frozen=True)
-class EndpointsSettings:
+class DeliveryRecords(ConfigModel):
+    """The `byom` namespace: model and environment versions to deploy."""
+
+    model: ModelRecord
+    environment: EnvironmentRecord
+
+    @property
+    def model_asset_id(self) -> str:
+        """The model reference a deployment names (registry or workspace asset)."""
+        m = self.model
+        if m.registry:
+            return f"azureml://registries/{m.registry}/models/{m.name}/versions/{m.version}"
+        return f"azureml:{m.name}:{m.version}"
+
+    @property
+    def environment_asset_id(self) -> str:
+        """The environment reference a deployment names."""
+        return f"azureml:{self.environment.name}:{self.environment.version}"
+
+
+def _size_gb(raw: Any) -> float | None:
+    try:
+        return float(raw) or None
+    except (TypeError, ValueError):
+        return None  # reported by the field's own check
+
+
+def _probe_defaults(deployment: Any, delay: int) -> Any:
+    # LLM containers load weights before answering; probes must wait for that. Readiness fails
+    # fast once up; liveness allows a long stall (a long generation) before a restart.
+    if not isinstance(deployment, Mapping):
+        return deployment
+    blocks = {"livenessProbe": 30, "readinessProbe": 3}
+    probes = {
+        key: {"initialDelaySeconds": delay, "failureThreshold": failures, **given}
+        if isinstance(given := deployment.get(key) or {}, Mapping)
+        else given
+        for key, failures in blocks.items()
+    }
+    return {**deployment, **probes}
+
+
+def _check_patterns(raw: Any) -> Any:
+    if isinstance(raw, Mapping):
+        for pattern, value in raw.items():
+            if pattern not in PATTERNS:
+                raise invalid(
+                    "deployments keyed by pattern: " + ", ".join(PATTERNS), pattern, value
+                )
+        if not raw:
+            raise invalid("at least one of " + ", ".join(PATTERNS), value={})
+    return raw
+
+
+class EndpointsSettings(ConfigModel):
     """Managed online endpoints, one per pattern, and their deployments."""
 
-    auth_mode: str
-    public_network_access: str
-    egress_public_network_access: str
+    auth_mode: one_of(*AUTH_MODES) = "AADToken"
+    public_network_access: one_of("Enabled", "Disabled") | None = None
+    """None as parsed: `Disabled` in private stacks, else `Enabled`."""
+    egress_public_network_access: one_of("enabled", "disabled") | None = None
     """`enabled` or `disabled` (lowercase, as azure-ai-ml takes it); create-only in Azure."""
-    code_dir: str
-    scoring_script: str
-    deployments: tuple[DeploymentSettings, ...]
-    rollout: RolloutSettings
-    assets: AssetSettings | None
-    """None until a model and environment are registered: endpoints without deployments."""
-    model_size_gb: float | None = None
+    code_dir: Text = DEFAULT_CODE_DIR
+    scoring_script: Text = DEFAULT_SCORING_SCRIPT
+    model_size_gb: Annotated[number(0.0, 2000.0), OrNone] = None
     """Weights to load; drives probe delays and the worker timeout (infra.sizing)."""
+    by_pattern: Annotated[dict[str, DeploymentSettings], BeforeValidator(_check_patterns)] = Field(
+        alias="deployments"
+    )
+    rollout: RolloutPolicy = Field(default_factory=lambda: RolloutPolicy(gate=GatePolicy()))
+    _assets: DeliveryRecords | None = PrivateAttr(None)
+    _deployments: tuple[DeploymentSettings, ...] = PrivateAttr(())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, raw: Any) -> Any:
+        """Unset probe timing follows the model size; the shadow gate is on unless disabled."""
+        if not isinstance(raw, Mapping):
+            return raw
+        delay = sizing.probe_initial_delay_s(_size_gb(raw.get("modelSizeGb")))
+        raw = dict(raw)
+        deployments = raw.get("deployments")
+        if isinstance(deployments, Mapping):
+            raw["deployments"] = {p: _probe_defaults(d, delay) for p, d in deployments.items()}
+        rollout = raw.get("rollout") or {}
+        if isinstance(rollout, Mapping):
+            gate = rollout.get("gate") or {}
+            if isinstance(gate, Mapping) and gate.get("probeTexts") == []:
+                gate = {k: v for k, v in gate.items() if k != "probeTexts"}  # the built-in set
+            raw["rollout"] = {**rollout, "gate": gate}
+        return raw
+
+    @property
+    def assets(self) -> DeliveryRecords | None:
+        """None until a model and environment are registered: endpoints without deployments."""
+        return self._assets
+
+    @property
+    def deployments(self) -> tuple[DeploymentSettings, ...]:
+        """Each pattern's deployment with its derived limits (`infra.sizing.resolve`)."""
+        return self._deployments
+
+    @model_validator(mode="after")
+    def _resolve(self) -> EndpointsSettings:
+        size = self.model_size_gb
+        self._deployments = tuple(sizing.resolve(d, p, size) for p, d in self.by_pattern.items())
+        return self
 
 
-@dataclass(frozen=True)
-class AlertSettings:
+def _window(minutes: int) -> int:
+    if minutes not in ALERT_WINDOWS:
+        raise invalid(", ".join(map(str, ALERT_WINDOWS)))
+    return minutes
+
+
+def _short_name(name: str) -> str:
+    if len(name) > 12:
+        raise invalid("at most 12 characters")
+    return name
+
+
+class AlertSettings(ConfigModel):
     """Metric alerts per deployment pattern, split by slot (`deployment` dimension)."""
 
-    enabled: bool
-    server_errors_per_minute: int
-    throttled_per_minute: int
-    latency_p95_ms: int | None
+    enabled: Flag = True
+    server_errors_per_minute: whole(1, 100_000) = 1
+    throttled_per_minute: whole(1, 100_000) = 10
+    latency_p95_ms: Annotated[whole(0, 180_000), OrNone] = None
     """None: 80% of each deployment's request timeout."""
-    window_minutes: int
-    severity: int
+    window_minutes: Annotated[whole(1, 60), AfterValidator(_window)] = 5
+    severity: whole(0, 4) = 2
 
 
-@dataclass(frozen=True)
-class DataCollectionSettings:
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class DataCollectionSettings(DataCollectionSpec):
     """Request/response capture with Azure ML's data collector, redacted by the scoring package."""
 
-    enabled: bool
-    sampling_rate: float
-    rolling_rate: str
-    redact_fields: tuple[str, ...]
+    enabled: Flag | None = None
+    """None as parsed: off where the data is confidential (capture is then an explicit choice)."""
+    sampling_rate: number(0.001, 1.0) = 0.1
+    redact_fields: Annotated[
+        tuple[str, ...], items(lambda f: isinstance(f, str) and f, "a list of JSON field names")
+    ] = ()
     """JSON field names whose values are replaced before capture (on top of pattern redaction)."""
 
 
-@dataclass(frozen=True)
-class MonitoringSettings:
+class ActionGroupSettings(ConfigModel):
+    """Who is notified when an alert fires."""
+
+    short_name: Annotated[Text, Field(max_length=12), AfterValidator(_short_name)] = "byom-ops"
+    emails: Annotated[
+        tuple[str, ...],
+        items(lambda e: isinstance(e, str) and _EMAIL.match(e), "e-mail addresses", True),
+    ] = ()
+    """Empty as parsed: the owner tag, when it is a mailbox."""
+
+
+class MonitoringSettings(ConfigModel):
     """Action group, alerts and data collection for the endpoints."""
 
-    action_group_short_name: str
-    emails: tuple[str, ...]
-    alerts: AlertSettings
-    data_collection: DataCollectionSettings
+    action_group: ActionGroupSettings = ActionGroupSettings()
+    alerts: AlertSettings = AlertSettings()
+    data_collection: DataCollectionSettings = Field(default_factory=DataCollectionSettings)
+
+    @property
+    def action_group_short_name(self) -> str:
+        """Action group short name (SMS and e-mail sender, at most 12 characters)."""
+        return self.action_group.short_name
+
+    @property
+    def emails(self) -> tuple[str, ...]:
+        """Receivers of the action group."""
+        return self.action_group.emails
 
 
-@dataclass(frozen=True)
-class StackSettings:
-    """Everything the program needs from the stack configuration."""
+class ReleaseRunnerSettings(ConfigModel):
+    """`releaseRunner` (private stacks): ephemeral GitHub runners in the VNet for release jobs.
 
-    project: str
-    stack: str
-    location: str
-    namer: Namer
+    Read by `infra.release_runner`; see docs/delivery-pipeline.md for the one-time set-up.
+    """
+
+    github_owner: Text
+    github_repo: Text
+    github_app_id: text(r"^\d+$", "the GitHub App's numeric id")
+    github_installation_id: text(r"^\d+$", "the App installation's numeric id")
+    app_key_secret_uri: text(
+        r"^https://[a-z0-9-]+\.vault\.azure\.net/secrets/[A-Za-z0-9-]+",
+        "https://<vault>.vault.azure.net/secrets/<name>",
+    )
+    """Key Vault secret holding the GitHub App's private key (read by reference, never copied)."""
+    image: text(r"^[^@\s]+@sha256:[0-9a-f]{64}$", "an image pinned by digest (<repo>@sha256:...)")
+    subnet: Cidr
+    """Runner subnet inside `network.addressSpace`; Container Apps needs a /23 or larger."""
+    max_runners: whole(1, 10) = 2
+    timeout_minutes: whole(30, 1440) = 180
+    """A release job's hard limit (the job's replica timeout): longer than a release's waits."""
+
+    @model_validator(mode="after")
+    def _big_enough(self) -> ReleaseRunnerSettings:
+        if ipaddress.IPv4Network(self.subnet).prefixlen > 23:
+            raise invalid("a /23 or larger (Container Apps environment)", "subnet", self.subnet)
+        return self
+
+
+class StackConfig(ConfigModel):
+    """Everything the program needs from the stack configuration (the project's keys)."""
+
+    location: one_of(*ALLOWED_REGIONS)
+    workload: text(
+        r"^[a-z][a-z0-9]{1,7}$", "2-8 lowercase letters/digits, starting with a letter"
+    ) = "byom"
+    unique_suffix: text(r"^[a-z0-9]{4,8}$", "4-8 lowercase letters/digits") | None = None
     tags: TagSettings
-    network: NetworkSettings
-    workspace: WorkspaceSettings
-    identity: IdentitySettings
-    compute: ComputeSettings
+    network: NetworkSettings = NetworkSettings()
+    workspace: WorkspaceSettings = WorkspaceSettings()
+    identity: IdentitySettings = IdentitySettings()
+    compute: ComputeSettings = ComputeSettings()
     endpoints: EndpointsSettings | None = None
-    monitoring: MonitoringSettings | None = None
+    monitoring: MonitoringSettings = MonitoringSettings()
+    release_runner: ReleaseRunnerSettings | None = None
+    _stack: tuple[str, str, Namer | None] = PrivateAttr(("", "", None))
+
+    @property
+    def project(self) -> str:
+        """The Pulumi project name."""
+        return self._stack[0]
+
+    @property
+    def stack(self) -> str:
+        """The stack name (`dev`, `prod`)."""
+        return self._stack[1]
+
+    @property
+    def namer(self) -> Namer:
+        """Names of every resource in this stack (set by `parse_settings`)."""
+        if self._stack[2] is None:
+            raise RuntimeError("settings not built by parse_settings: no namer")
+        return self._stack[2]
 
     @property
     def public_network_access(self) -> str:
         """`Enabled` or `Disabled` for every resource that has the switch."""
         return "Disabled" if self.network.private else "Enabled"
 
+    @model_validator(mode="after")
+    def _azure_rules(self) -> StackConfig:
+        private, cls = self.network.private, self.tags.data_classification
+        if cls in PRIVATE_ONLY_CLASSIFICATIONS and not private:
+            raise invalid(f"true when tags.dataClassification is {cls}", "network.private", False)
+        ws = self.workspace
+        if private and ws.isolation_mode == "Disabled":
+            allowed = "AllowOnlyApprovedOutbound or AllowInternetOutbound when network.private"
+            raise invalid(allowed, "workspace.isolationMode", ws.isolation_mode)
+        if private and ws.registry_sku != "Premium":
+            allowed = "Premium when network.private (private endpoints need Premium)"
+            raise invalid(allowed, "workspace.registrySku", ws.registry_sku)
+        runner = self.release_runner
+        if runner is not None:
+            space = ipaddress.IPv4Network(self.network.address_space)
+            subnet = ipaddress.IPv4Network(runner.subnet)
+            taken = ipaddress.IPv4Network(self.network.private_endpoint_subnet)
+            if not subnet.subnet_of(space) or subnet.overlaps(taken):
+                allowed = (
+                    f"a subnet inside network.addressSpace {space}, apart from the private "
+                    f"endpoint subnet {taken}"
+                )
+                raise invalid(allowed, "releaseRunner.subnet", runner.subnet)
+        e = self.endpoints
+        if private and e is not None and e.auth_mode != "AADToken":
+            allowed = "AADToken when network.private (no keys in private stacks)"
+            raise invalid(allowed, "endpoints.authMode", e.auth_mode)
+        if private and e is not None and e.public_network_access not in (None, "Disabled"):
+            allowed = "Disabled when network.private"
+            raise invalid(allowed, "endpoints.publicNetworkAccess", e.public_network_access)
+        return self._stack_defaults()
 
-class _Section:
-    """A config object (`azureml-byom:network`) read key by key; unknown keys are errors."""
-
-    def __init__(self, key: str, raw: Any, sep: str = ".") -> None:
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            raise ConfigError(key, raw, "an object (YAML mapping)")
-        self.key = key
-        self.sep = sep
-        self.raw = dict(raw)
-        self.seen: set[str] = set()
-
-    def _get(self, name: str, default: Any) -> Any:
-        self.seen.add(name)
-        value = self.raw.get(name)
-        if value is None:
-            if default is _REQUIRED:
-                raise ConfigError(self.path(name), None, "a value (the key is required)")
-            return default
-        return value
-
-    def path(self, name: str) -> str:
-        """Full key of a field, for messages."""
-        return f"{self.key}{self.sep}{name}"
-
-    def text(
-        self,
-        name: str,
-        default: Any = _REQUIRED,
-        *,
-        choices: tuple[str, ...] = (),
-        pattern: re.Pattern[str] | None = None,
-        describe: str = "",
-    ) -> Any:
-        value = self._get(name, default)
-        if value is default and default is not _REQUIRED:
-            return value
-        if not isinstance(value, str) or not value:
-            raise ConfigError(self.path(name), value, describe or "a non-empty string")
-        if choices and value not in choices:
-            raise ConfigError(self.path(name), value, ", ".join(choices))
-        if pattern is not None and not pattern.match(value):
-            raise ConfigError(self.path(name), value, describe or pattern.pattern)
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self._get(name, default)
-        # Values set with `pulumi config set` arrive as strings.
-        if value in ("true", "false"):
-            value = value == "true"
-        if not isinstance(value, bool):
-            raise ConfigError(self.path(name), value, "true, false")
-        return value
-
-    def number(self, name: str, default: float, lo: float, hi: float) -> float:
-        value = self._get(name, default)
-        if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value):
-            value = float(value)  # values set with `pulumi config set` arrive as strings
-        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            raise ConfigError(self.path(name), value, f"a number from {lo:g} to {hi:g}")
-        return float(value)
-
-    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
-        value = self._get(name, default)
-        if isinstance(value, str) and value.isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ConfigError(self.path(name), value, f"an integer from {lo} to {hi}")
-        return value
-
-    def section(self, name: str, *, required: bool = False) -> _Section | None:
-        value = self._get(name, _REQUIRED if required else None)
-        return None if value is None else _Section(self.path(name), value)
-
-    def items(self, name: str) -> list[Any]:
-        value = self._get(name, [])
-        if not isinstance(value, list):
-            raise ConfigError(self.path(name), value, "a list")
-        return value
-
-    def done(self) -> None:
-        """Reject keys this program does not read (typos would otherwise be silently ignored)."""
-        unknown = sorted(set(self.raw) - self.seen)
-        if unknown:
-            raise ConfigError(
-                self.path(unknown[0]),
-                self.raw[unknown[0]],
-                "one of the known keys: " + ", ".join(sorted(self.seen)),
-            )
-
-
-def _cidr(section: _Section, name: str, default: str) -> str:
-    value = section.text(name, default)
-    try:
-        return str(ipaddress.IPv4Network(value, strict=True))
-    except ValueError:
-        raise ConfigError(section.path(name), value, "an IPv4 CIDR such as 10.20.0.0/16") from None
-
-
-def _principal(section: _Section | None) -> PrincipalSettings | None:
-    if section is None:
-        return None
-    principal = PrincipalSettings(
-        object_id=section.text("objectId", pattern=_GUID, describe="an Entra ID object id (GUID)"),
-        principal_type=section.text("type", choices=PRINCIPAL_TYPES),
-    )
-    section.done()
-    return principal
-
-
-def _tags(root: _Section, stack: str) -> TagSettings:
-    section = root.section("tags", required=True)
-    assert section is not None
-    tags = TagSettings(
-        environment=stack,
-        owner=section.text("owner"),
-        cost_center=section.text("costCenter"),
-        data_classification=section.text("dataClassification", choices=DATA_CLASSIFICATIONS),
-    )
-    section.done()
-    return tags
-
-
-def _network(root: _Section) -> NetworkSettings:
-    section = root.section("network") or _Section(root.path("network"), {})
-    network = NetworkSettings(
-        private=section.flag("private", True),
-        address_space=_cidr(section, "addressSpace", "10.20.0.0/16"),
-        private_endpoint_subnet=_cidr(section, "privateEndpointSubnet", "10.20.0.0/24"),
-    )
-    space = ipaddress.IPv4Network(network.address_space)
-    if not ipaddress.IPv4Network(network.private_endpoint_subnet).subnet_of(space):
-        raise ConfigError(
-            section.path("privateEndpointSubnet"),
-            network.private_endpoint_subnet,
-            f"a subnet inside addressSpace {network.address_space}",
+    def _stack_defaults(self) -> StackConfig:
+        """Defaults that follow from other keys: network reach, mail receivers, capture."""
+        access, owner, m = self.public_network_access, self.tags.owner, self.monitoring
+        endpoints = self.endpoints and self.endpoints.model_copy(
+            update={
+                "public_network_access": self.endpoints.public_network_access or access,
+                "egress_public_network_access": self.endpoints.egress_public_network_access
+                or access.lower(),
+            }
         )
-    section.done()
-    return network
-
-
-def _workspace(root: _Section, private: bool) -> WorkspaceSettings:
-    section = root.section("workspace") or _Section(root.path("workspace"), {})
-    fqdns = section.items("outboundFqdns")
-    for fqdn in fqdns:
-        if not isinstance(fqdn, str) or not _FQDN.match(fqdn):
-            raise ConfigError(section.path("outboundFqdns"), fqdn, "host names such as pypi.org")
-    workspace = WorkspaceSettings(
-        sku=section.text("sku", "Basic", choices=WORKSPACE_SKUS),
-        isolation_mode=section.text(
-            "isolationMode", "AllowOnlyApprovedOutbound", choices=ISOLATION_MODES
-        ),
-        firewall_sku=section.text("firewallSku", "Standard", choices=FIREWALL_SKUS),
-        outbound_fqdns=tuple(fqdns),
-        storage_sku=section.text("storageSku", "Standard_ZRS", choices=STORAGE_SKUS),
-        storage_shared_key_access=section.flag("storageSharedKeyAccess", False),
-        registry_sku=section.text("registrySku", "Premium", choices=REGISTRY_SKUS),
-        log_retention_days=section.integer("logRetentionDays", 30, 30, 730),
-        high_business_impact=section.flag("highBusinessImpact", False),
-        existing_resource_group=section.text("existingResourceGroup", None),
-    )
-    if private and workspace.isolation_mode == "Disabled":
-        raise ConfigError(
-            section.path("isolationMode"),
-            workspace.isolation_mode,
-            "AllowOnlyApprovedOutbound or AllowInternetOutbound when network.private",
-        )
-    if private and workspace.registry_sku != "Premium":
-        raise ConfigError(
-            section.path("registrySku"),
-            workspace.registry_sku,
-            "Premium when network.private (private endpoints need Premium)",
-        )
-    if fqdns and workspace.isolation_mode != "AllowOnlyApprovedOutbound":
-        raise ConfigError(
-            section.path("outboundFqdns"),
-            fqdns,
-            "[] unless isolationMode is AllowOnlyApprovedOutbound",
-        )
-    section.done()
-    return workspace
-
-
-def _identity(root: _Section) -> IdentitySettings:
-    section = root.section("identity") or _Section(root.path("identity"), {})
-    invokers = section.items("invokers")
-    identity = IdentitySettings(
-        data_scientists=_principal(section.section("dataScientists")),
-        deployer=_principal(section.section("deployer")),
-        invokers=tuple(
-            _principal(_Section(f"{section.path('invokers')}[{i}]", item))  # type: ignore[misc]
-            for i, item in enumerate(invokers)
-        ),
-    )
-    section.done()
-    return identity
-
-
-def _compute(root: _Section) -> ComputeSettings:
-    section = root.section("compute") or _Section(root.path("compute"), {})
-    instance = None
-    ci = section.section("instance")
-    if ci is not None and ci.flag("enabled", True):
-        instance = ComputeInstanceSettings(
-            vm_size=ci.text("vmSize", "Standard_DS3_v2"),
-            assigned_user_object_id=ci.text(
-                "assignedUserObjectId",
-                pattern=_GUID,
-                describe="the notebook user's Entra ID object id",
-            ),
-            # Azure accepts 15 minutes to 3 days.
-            idle_shutdown_minutes=ci.integer("idleShutdownMinutes", 30, 15, 3 * 24 * 60),
-            nightly_stop_cron=ci.text(
-                "nightlyStopCron",
-                None,
-                pattern=_CRON,
-                describe="a 5-field cron expression such as '0 20 * * *'",
-            ),
-            time_zone=ci.text("timeZone", "UTC"),
-        )
-        ci.done()
-    cluster = None
-    cc = section.section("cluster")
-    if cc is not None and cc.flag("enabled", True):
-        cluster = ClusterSettings(
-            vm_size=cc.text("vmSize", "Standard_DS3_v2"),
-            max_nodes=cc.integer("maxNodes", 2, 1, 100),
-            vm_priority=cc.text("vmPriority", "Dedicated", choices=VM_PRIORITIES),
-            idle_seconds_before_scale_down=cc.integer("idleSecondsBeforeScaleDown", 120, 60, 86400),
-        )
-        cc.done()
-    section.done()
-    return ComputeSettings(instance=instance, cluster=cluster)
-
-
-def _probe(
-    section: _Section | None, path: str, initial_delay_s: int, failures: int
-) -> ProbeSettings:
-    probe = section or _Section(path, {})
-    settings = ProbeSettings(
-        initial_delay_s=probe.integer("initialDelaySeconds", initial_delay_s, 0, 3600),
-        period_s=probe.integer("periodSeconds", 10, 1, 600),
-        timeout_s=probe.integer("timeoutSeconds", 2, 1, 600),
-        failure_threshold=probe.integer("failureThreshold", failures, 1, 100),
-        success_threshold=probe.integer("successThreshold", 1, 1, 10),
-    )
-    probe.done()
-    return settings
-
-
-def _autoscale(section: _Section | None) -> AutoscaleSettings | None:
-    if section is None or not section.flag("enabled", True):
-        return None
-    autoscale = AutoscaleSettings(
-        min_instances=section.integer("minInstances", 1, 1, 20),
-        max_instances=section.integer("maxInstances", 2, 1, 20),
-        metric=section.text("metric", "CpuUtilizationPercentage", choices=AUTOSCALE_METRICS),
-        scale_out_above=section.integer("scaleOutAbove", 70, 1, 100),
-        scale_in_below=section.integer("scaleInBelow", 25, 0, 99),
-        # GPU instances take minutes to provision; a short cooldown would overshoot.
-        cooldown_minutes=section.integer("cooldownMinutes", 15, 1, 1440),
-        off_hours=_off_hours(section.section("offHours")),
-    )
-    if autoscale.max_instances < autoscale.min_instances:
-        raise ConfigError(
-            section.path("maxInstances"),
-            autoscale.max_instances,
-            f"at least minInstances ({autoscale.min_instances})",
-        )
-    off = autoscale.off_hours
-    if off is not None and off.max_instances > autoscale.max_instances:
-        raise ConfigError(
-            section.path("offHours.maxInstances"),
-            off.max_instances,
-            f"at most maxInstances ({autoscale.max_instances}): off-hours only scale down",
-        )
-    if autoscale.scale_in_below >= autoscale.scale_out_above:
-        raise ConfigError(
-            section.path("scaleInBelow"),
-            autoscale.scale_in_below,
-            f"below scaleOutAbove ({autoscale.scale_out_above})",
-        )
-    section.done()
-    return autoscale
-
-
-def _off_hours(section: _Section | None) -> OffHoursSettings | None:
-    if section is None or not section.flag("enabled", True):
-        return None
-    hhmm = {"pattern": _HHMM, "describe": "a 24-hour time such as '07:00'"}
-    off = OffHoursSettings(
-        # Managed online deployments cannot scale to zero.
-        min_instances=section.integer("minInstances", 1, 1, 20),
-        max_instances=section.integer("maxInstances", 1, 1, 20),
-        time_zone=section.text("timeZone", "UTC"),
-        workday_start=section.text("workdayStart", "07:00", **hhmm),
-        workday_end=section.text("workdayEnd", "19:00", **hhmm),
-        weekends=section.flag("weekends", True),
-    )
-    if off.workday_end <= off.workday_start:
-        raise ConfigError(
-            section.path("workdayEnd"),
-            off.workday_end,
-            f"later than workdayStart {off.workday_start}",
-        )
-    if off.max_instances < off.min_instances:
-        raise ConfigError(
-            section.path("maxInstances"),
-            off.max_instances,
-            f"at least minInstances ({off.min_instances})",
-        )
-    section.done()
-    return off
-
-
-def _derived_limits(
-    section: _Section, model_size_gb: float | None
-) -> tuple[int, int | None, dict[str, str]]:
-    """Request timeout, max new tokens and server env vars from the model size and token budget."""
-    max_new = section.integer("maxNewTokens", 0, 0, 32768) or None
-    rate = section.integer("minTokensPerSecond", 0, 0, 10000) or None
-    derived_timeout = 90_000
-    if max_new and rate:
-        derived_timeout = sizing.request_timeout_ms(max_new, rate)
-        if derived_timeout > sizing.MAX_REQUEST_TIMEOUT_MS:
-            raise ConfigError(
-                section.path("maxNewTokens"),
-                max_new,
-                f"at most {(sizing.MAX_REQUEST_TIMEOUT_MS // 1000 - 10) * rate} at "
-                f"minTokensPerSecond {rate} (the endpoint cuts requests at 180 s)",
-            )
-    # The managed endpoint maximum is 180 s.
-    timeout = section.integer("requestTimeoutMs", derived_timeout, 1_000, 180_000)
-    env = {"SCORING_REQUEST_TIMEOUT_S": f"{sizing.scoring_deadline_s(timeout):g}"}
-    if max_new:
-        env["SCORING_MAX_NEW_TOKENS"] = str(max_new)
-    if model_size_gb is not None:
-        env["WORKER_TIMEOUT"] = str(sizing.startup_budget(model_size_gb).worker_timeout_s)
-    return timeout, max_new, env
-
-
-def _deployment(
-    pattern: str, section: _Section, model_size_gb: float | None = None
-) -> DeploymentSettings:
-    env = section.section("environmentVariables")
-    variables = dict(env.raw) if env is not None else {}
-    for key, value in variables.items():
-        if not isinstance(value, str) or key == "SCORING_PATTERNS":
-            raise ConfigError(
-                f"{section.path('environmentVariables')}.{key}",
-                value,
-                "string values; SCORING_PATTERNS is set from the pattern name",
-            )
-    timeout, max_new, derived_env = _derived_limits(section, model_size_gb)
-    # LLM containers load weights before answering; probes must wait for that.
-    delay = (
-        600 if model_size_gb is None else sizing.startup_budget(model_size_gb).probe_initial_delay_s
-    )
-    concurrency = section.integer("maxConcurrentRequestsPerInstance", 1, 1, 1000)
-    derived_env = {**sizing.server_concurrency(concurrency), **derived_env}
-    deployment = DeploymentSettings(
-        pattern=pattern,
-        instance_type=section.text("instanceType"),
-        instance_count=section.integer("instanceCount", 1, 1, 20),
-        max_concurrent_requests_per_instance=concurrency,
-        request_timeout_ms=timeout,
-        liveness_probe=_probe(
-            section.section("livenessProbe"), section.path("livenessProbe"), delay, 30
-        ),
-        readiness_probe=_probe(
-            section.section("readinessProbe"), section.path("readinessProbe"), delay, 3
-        ),
-        # Explicit variables win over the derived ones.
-        environment_variables={**derived_env, **variables},
-        autoscale=_autoscale(section.section("autoscale")),
-        max_new_tokens=max_new,
-    )
-    scale = deployment.autoscale
-    if scale and not scale.min_instances <= deployment.instance_count <= scale.max_instances:
-        raise ConfigError(
-            section.path("instanceCount"),
-            deployment.instance_count,
-            f"within autoscale {scale.min_instances}..{scale.max_instances}",
-        )
-    section.done()
-    return deployment
-
-
-def _rollout(section: _Section | None, path: str) -> RolloutSettings:
-    rollout = section or _Section(path, {})
-    steps = rollout.items("trafficSteps") or [10, 100]
-    if (
-        not all(isinstance(x, int) and not isinstance(x, bool) for x in steps)
-        or steps != sorted(set(steps))
-        or steps[0] <= 0
-        or steps[-1] != 100
-    ):
-        raise ConfigError(
-            rollout.path("trafficSteps"),
-            steps,
-            "percentages rising strictly from above 0 to 100, e.g. [10, 100]",
-        )
-    settings = RolloutSettings(
-        traffic_steps=tuple(steps),
-        mirror_percent=rollout.integer("mirrorPercent", 0, 0, 50),
-        step_wait_s=rollout.integer("stepWaitSeconds", 300, 0, 86400),
-        keep_previous=rollout.flag("keepPrevious", True),
-        gate=_gate(rollout.section("gate") or _Section(rollout.path("gate"), {})),
-        final_bake_s=rollout.integer("finalBakeSeconds", 300, 0, 86400),
-        standby_instances=rollout.integer("standbyInstances", 1, 1, 100),
-        release=rollout.text("release", "inline", choices=RELEASE_MODES),
-    )
-    rollout.done()
-    return settings
-
-
-def _gate(section: _Section) -> GateSettings:
-    texts = section.items("probeTexts")
-    if not all(isinstance(t, str) and t.strip() for t in texts):
-        raise ConfigError(section.path("probeTexts"), texts, "a list of non-empty strings")
-    gate = GateSettings(
-        enabled=section.flag("enabled", True),
-        probe_texts=tuple(texts),
-        max_mean_logprob_drop=section.number("maxMeanLogprobDrop", 0.10, 0.0, 10.0),
-        max_perplexity_ratio=section.number("maxPerplexityRatio", 1.25, 1.0, 100.0),
-        max_bucket_shift=section.number("maxBucketShift", 0.10, 0.0, 1.0),
-        max_latency_ratio=section.number("maxLatencyRatio", 1.5, 1.0, 100.0),
-        latency_slack_ms=section.integer("latencySlackMs", 50, 0, 60_000),
-        max_error_rate=section.number("maxErrorRate", 0.0, 0.0, 1.0),
-        min_scored_tokens=section.integer("minScoredTokens", 50, 1, 1_000_000),
-    )
-    section.done()
-    return gate
-
-
-def _assets(model: Any, environment: Any) -> AssetSettings | None:
-    if model is None and environment is None:
-        return None
-    m = _Section(f"{DELIVERY_NAMESPACE}:model", model)
-    e = _Section(f"{DELIVERY_NAMESPACE}:environment", environment)
-    name, version = m.text("name"), m.text("version")
-    m.text("contentHash")  # checked against the version by the delivery CLI that writes it
-    registry = m.text("registry", None)
-    model_id = (
-        f"azureml://registries/{registry}/models/{name}/versions/{version}"
-        if registry
-        else f"azureml:{name}:{version}"
-    )
-    env_id = f"azureml:{e.text('name')}:{e.text('version')}"
-    m.done()
-    e.done()
-    return AssetSettings(model_asset_id=model_id, environment_asset_id=env_id)
-
-
-def _endpoints(
-    root: _Section, private: bool, delivery: Mapping[str, Any]
-) -> EndpointsSettings | None:
-    section = root.section("endpoints")
-    if section is None:
-        return None
-    default_access = "Disabled" if private else "Enabled"
-    auth_mode = section.text("authMode", "AADToken", choices=AUTH_MODES)
-    public_access = section.text(
-        "publicNetworkAccess", default_access, choices=("Enabled", "Disabled")
-    )
-    if private and auth_mode != "AADToken":
-        raise ConfigError(
-            section.path("authMode"),
-            auth_mode,
-            "AADToken when network.private (no keys in private stacks)",
-        )
-    if private and public_access != "Disabled":
-        raise ConfigError(
-            section.path("publicNetworkAccess"), public_access, "Disabled when network.private"
-        )
-    deployments = section.section("deployments", required=True)
-    assert deployments is not None
-    for pattern in deployments.raw:
-        deployments.seen.add(pattern)
-        if pattern not in PATTERNS:
-            raise ConfigError(
-                deployments.path(pattern),
-                deployments.raw[pattern],
-                "deployments keyed by pattern: " + ", ".join(PATTERNS),
-            )
-    size = section.number("modelSizeGb", 0.0, 0.0, 2000.0) or None
-    parsed = tuple(
-        _deployment(p, _Section(deployments.path(p), deployments.raw[p]), size)
-        for p in deployments.raw
-    )
-    if not parsed:
-        raise ConfigError(section.path("deployments"), {}, "at least one of " + ", ".join(PATTERNS))
-    endpoints = EndpointsSettings(
-        auth_mode=auth_mode,
-        public_network_access=public_access,
-        egress_public_network_access=section.text(
-            "egressPublicNetworkAccess", default_access.lower(), choices=("enabled", "disabled")
-        ),
-        code_dir=section.text("codeDir", "scoring"),
-        scoring_script=section.text("scoringScript", "score.py"),
-        deployments=parsed,
-        rollout=_rollout(section.section("rollout"), section.path("rollout")),
-        assets=_assets(delivery.get("model"), delivery.get("environment")),
-        model_size_gb=size,
-    )
-    section.done()
-    return endpoints
-
-
-def _monitoring(root: _Section, tags: TagSettings) -> MonitoringSettings:
-    section = root.section("monitoring") or _Section(root.path("monitoring"), {})
-    group = section.section("actionGroup") or _Section(section.path("actionGroup"), {})
-    # Default receiver: the owner tag, when it is a mailbox.
-    emails = group.items("emails") or ([tags.owner] if _EMAIL.match(tags.owner) else [])
-    for email in emails:
-        if not isinstance(email, str) or not _EMAIL.match(email):
-            raise ConfigError(group.path("emails"), email, "e-mail addresses")
-    short_name = group.text("shortName", "byom-ops")
-    if len(short_name) > 12:
-        raise ConfigError(group.path("shortName"), short_name, "at most 12 characters")
-    group.done()
-
-    alerts = section.section("alerts") or _Section(section.path("alerts"), {})
-    alert_settings = AlertSettings(
-        enabled=alerts.flag("enabled", True),
-        server_errors_per_minute=alerts.integer("serverErrorsPerMinute", 1, 1, 100_000),
-        throttled_per_minute=alerts.integer("throttledPerMinute", 10, 1, 100_000),
-        latency_p95_ms=alerts.integer("latencyP95Ms", 0, 0, 180_000) or None,
-        window_minutes=alerts.integer("windowMinutes", 5, 1, 60),
-        severity=alerts.integer("severity", 2, 0, 4),
-    )
-    if alert_settings.window_minutes not in ALERT_WINDOWS:
-        raise ConfigError(
-            alerts.path("windowMinutes"),
-            alert_settings.window_minutes,
-            ", ".join(map(str, ALERT_WINDOWS)),
-        )
-    alerts.done()
-
-    capture = section.section("dataCollection") or _Section(section.path("dataCollection"), {})
-    fields = capture.items("redactFields")
-    if not all(isinstance(f, str) and f for f in fields):
-        raise ConfigError(capture.path("redactFields"), fields, "a list of JSON field names")
-    data_collection = DataCollectionSettings(
+        # Default receiver: the owner tag, when it is a mailbox.
+        emails = m.action_group.emails or ((owner,) if _EMAIL.match(owner) else ())
         # Off by default where the data is confidential: capture is then an explicit choice.
-        enabled=capture.flag(
-            "enabled", tags.data_classification not in PRIVATE_ONLY_CLASSIFICATIONS
-        ),
-        sampling_rate=capture.number("samplingRate", 0.1, 0.001, 1.0),
-        rolling_rate=capture.text("rollingRate", "Hour", choices=ROLLING_RATES),
-        redact_fields=tuple(fields),
-    )
-    capture.done()
-    section.done()
-    return MonitoringSettings(
-        action_group_short_name=short_name,
-        emails=tuple(emails),
-        alerts=alert_settings,
-        data_collection=data_collection,
-    )
+        capture = m.data_collection.enabled
+        if capture is None:
+            capture = self.tags.data_classification not in PRIVATE_ONLY_CLASSIFICATIONS
+        group = m.action_group.model_copy(update={"emails": emails})
+        collection = dataclasses.replace(m.data_collection, enabled=capture)
+        monitoring = m.model_copy(update={"action_group": group, "data_collection": collection})
+        return self.model_copy(update={"endpoints": endpoints, "monitoring": monitoring})
+
+
+StackSettings = StackConfig
 
 
 def parse_settings(
@@ -924,41 +655,14 @@ def parse_settings(
 
     `delivery` holds the `byom:model` and `byom:environment` blocks (keys `model`, `environment`).
     """
-    root = _Section(project, values, sep=":")
-    location = root.text("location", choices=ALLOWED_REGIONS)
-    workload = root.text(
-        "workload",
-        "byom",
-        pattern=_WORKLOAD,
-        describe="2-8 lowercase letters/digits, starting with a letter",
-    )
-    suffix = root.text(
-        "uniqueSuffix", None, pattern=_SUFFIX, describe="4-8 lowercase letters/digits"
-    )
-    tags = _tags(root, stack)
-    network = _network(root)
-    if tags.data_classification in PRIVATE_ONLY_CLASSIFICATIONS and not network.private:
-        raise ConfigError(
-            f"{project}:network.private",
-            False,
-            f"true when tags.dataClassification is {tags.data_classification}",
-        )
-    settings = StackSettings(
-        project=project,
-        stack=stack,
-        location=location,
-        namer=Namer(workload, stack, suffix or unique_suffix(organization, project, stack)),
-        tags=tags,
-        network=network,
-        workspace=_workspace(root, network.private),
-        identity=_identity(root),
-        compute=_compute(root),
-        endpoints=_endpoints(root, network.private, delivery or {}),
-        monitoring=_monitoring(root, tags),
-    )
-    # Read and validated by infra.release_runner (the release runner of a private stack).
-    root.seen.add("releaseRunner")
-    root.done()
+    settings: StackConfig = validate(StackConfig, values, f"{project}:")
+    suffix = settings.unique_suffix or unique_suffix(organization, project, stack)
+    settings._stack = (project, stack, Namer(settings.workload, stack, suffix))
+    settings.tags._environment = stack
+    delivery = {k: v for k, v in (delivery or {}).items() if v is not None}
+    if settings.endpoints is not None and delivery:
+        records = {k: delivery.get(k) or {} for k in DeliveryRecords.model_fields}
+        settings.endpoints._assets = validate(DeliveryRecords, records, f"{DELIVERY_NAMESPACE}:")
     # Fail here, not halfway through a deployment, when a name cannot be built.
     for kind in Kind:
         if kind.value.abbreviation:
@@ -966,35 +670,38 @@ def parse_settings(
     return settings
 
 
-_OBJECT_KEYS = ("tags", "network", "workspace", "identity", "compute", "endpoints", "monitoring")
-_DELIVERY_KEYS = ("model", "environment")
 _STRING_KEYS = ("location", "workload", "uniqueSuffix")
+
+
+def _read(config: pulumi.Config, key: str) -> Any:
+    if key in _STRING_KEYS:
+        return config.get(key)
+    try:
+        return config.get_object(key)
+    except (json.JSONDecodeError, pulumi.ConfigTypeError):
+        raise ConfigError(f"{config.name}:{key}", config.get(key), "a YAML mapping") from None
 
 
 def load_settings() -> StackSettings:
     """Read the current stack's configuration through the Pulumi runtime and validate it."""
-    config = pulumi.Config()
-    values: dict[str, Any] = {}
-    for key in _STRING_KEYS:
-        values[key] = config.get(key)
-    for key in _OBJECT_KEYS:
-        try:
-            values[key] = config.get_object(key)
-        except (json.JSONDecodeError, pulumi.ConfigTypeError):
-            raise ConfigError(f"{config.name}:{key}", config.get(key), "a YAML mapping") from None
-    delivery_config = pulumi.Config(DELIVERY_NAMESPACE)
-    delivery: dict[str, Any] = {}
-    for key in _DELIVERY_KEYS:
-        try:
-            delivery[key] = delivery_config.get_object(key)
-        except (json.JSONDecodeError, pulumi.ConfigTypeError):
-            raise ConfigError(
-                f"{DELIVERY_NAMESPACE}:{key}", delivery_config.get(key), "a YAML mapping"
-            ) from None
+    config, delivery = pulumi.Config(), pulumi.Config(DELIVERY_NAMESPACE)
+    values = {f.alias: _read(config, f.alias) for f in StackConfig.model_fields.values()}
+    records = {key: _read(delivery, key) for key in DeliveryRecords.model_fields}
     return parse_settings(
         {k: v for k, v in values.items() if v is not None},
         stack=pulumi.get_stack(),
         organization=pulumi.get_organization(),
         project=config.name,
-        delivery={k: v for k, v in delivery.items() if v is not None},
+        delivery=records,
     )
+
+
+def stack_file_schema() -> dict[str, Any]:
+    """JSON schema of `Pulumi.<stack>.yaml` (editors, CI): this project's and delivery's keys."""
+    title = f"Pulumi.<stack>.yaml of {PROJECT}"
+    return file_schema(title, {PROJECT: StackConfig, DELIVERY_NAMESPACE: DeliveryRecords})
+
+
+if __name__ == "__main__":
+    # `python -m infra.config > infra/stack-config.schema.json` refreshes the published schema.
+    print(json.dumps(stack_file_schema(), indent=2, sort_keys=True))

@@ -2,7 +2,7 @@
 
 The endpoint/deployment traffic cycle (an endpoint's traffic may only name deployments that
 exist) is broken by ownership: Pulumi declares the endpoint without traffic and ignores the
-traffic the service reports; `delivery.pulumi_rollout.Rollout` creates the deployment slot,
+traffic the service reports; `infra.rollout.Rollout` creates the deployment slot,
 smoke-tests it, compares it with the live slot on probe texts (the shadow gate), and moves
 traffic to it in baked steps while watching the pattern's alert rules (`infra.monitoring`). Each
 slot gets its own autoscale setting from the rollout (`delivery.autoscale`), with an off-hours
@@ -12,7 +12,7 @@ profile when configured.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -25,7 +25,6 @@ from infra.config import (
     EndpointsSettings,
     MonitoringSettings,
     PrincipalSettings,
-    ProbeSettings,
 )
 from infra.monitoring import ROLLOUT_SIGNALS, alert_rule_name
 from infra.naming import Kind, Namer
@@ -136,26 +135,16 @@ class Endpoints(pulumi.ComponentResource):
         deployment: DeploymentSettings,
         endpoint: ml.OnlineEndpoint,
     ) -> pulumi.Resource:
-        # Imported here: azure-ai-ml takes seconds to import, and stacks without registered
-        # assets (the very first `pulumi up`) do not need it.
-        from delivery.gate import GatePolicy
-        from delivery.pulumi_rollout import Rollout, RolloutArgs
-        from delivery.rollout import DataCollectionSpec, DeploymentSpec, ProbeSpec, RolloutPolicy
-
-        def probe(p: ProbeSettings) -> ProbeSpec:
-            return ProbeSpec(
-                initial_delay_s=p.initial_delay_s,
-                period_s=p.period_s,
-                timeout_s=p.timeout_s,
-                failure_threshold=p.failure_threshold,
-                success_threshold=p.success_threshold,
-            )
+        # Imported here: stacks without registered assets (the very first `pulumi up`) do not
+        # need the provider.
+        from delivery.spec import DataCollectionSpec, DeploymentSpec
+        from infra.rollout import Rollout, RolloutArgs
 
         s = args.settings
-        assert s.assets is not None
-        gate = s.rollout.gate
+        if s.assets is None:
+            raise ValueError("a rollout needs registered model and environment assets")
         patterns = deployment.pattern
-        if gate.enabled and deployment.pattern != "analyze":
+        if s.rollout.gate.enabled and deployment.pattern != "analyze":
             # The gate compares slots with token analysis; the same model copy answers it.
             patterns = f"{deployment.pattern},analyze"
         env = {**deployment.environment_variables, "SCORING_PATTERNS": patterns}
@@ -185,37 +174,16 @@ class Endpoints(pulumi.ComponentResource):
             scoring_script=s.scoring_script,
             max_concurrent_requests_per_instance=deployment.max_concurrent_requests_per_instance,
             request_timeout_ms=deployment.request_timeout_ms,
-            liveness_probe=probe(deployment.liveness_probe),
-            readiness_probe=probe(deployment.readiness_probe),
+            liveness_probe=deployment.liveness_probe,
+            readiness_probe=deployment.readiness_probe,
             environment_variables=env,
             # Create-only in Azure; a change makes the rollout build a new slot.
             egress_public_network_access=s.egress_public_network_access,
             app_insights_enabled=True,
             data_collection=capture,
         )
-        policy = RolloutPolicy(
-            traffic_steps=s.rollout.traffic_steps,
-            mirror_percent=s.rollout.mirror_percent,
-            step_wait_s=float(s.rollout.step_wait_s),
-            keep_previous=s.rollout.keep_previous,
-            final_bake_s=float(s.rollout.final_bake_s),
-            standby_instances=s.rollout.standby_instances,
-            release=s.rollout.release,
-            # With autoscale on, the rollout never sets a live deployment's instance count.
-            autoscale=deployment.autoscale is not None,
-            gate=GatePolicy(
-                enabled=gate.enabled,
-                **({"probe_texts": gate.probe_texts} if gate.probe_texts else {}),
-                max_mean_logprob_drop=gate.max_mean_logprob_drop,
-                max_perplexity_ratio=gate.max_perplexity_ratio,
-                max_bucket_shift=gate.max_bucket_shift,
-                max_latency_ratio=gate.max_latency_ratio,
-                latency_slack_ms=float(gate.latency_slack_ms),
-                max_error_rate=gate.max_error_rate,
-                min_scored_tokens=gate.min_scored_tokens,
-            ),
-            watch_alerts=watch,
-        )
+        # With autoscale on, the rollout never sets a live deployment's instance count.
+        policy = replace(s.rollout, autoscale=deployment.autoscale is not None, watch_alerts=watch)
         return Rollout(
             f"{name}-{deployment.pattern}-rollout",
             RolloutArgs(
@@ -236,7 +204,7 @@ class Endpoints(pulumi.ComponentResource):
 
 
 def _declared_release(rollout: Any) -> pulumi.Output[Any]:
-    from delivery.pulumi_rollout import INPUT_KEYS
+    from infra.rollout import INPUT_KEYS
 
     return pulumi.Output.all(**{key: getattr(rollout, key) for key in INPUT_KEYS})
 

@@ -25,121 +25,24 @@ own that vault).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 from pulumi_azure_native import app, managedidentity, network
 
 from infra import roles
-from infra.config import ConfigError
+from infra.config import ReleaseRunnerSettings
 from infra.naming import Kind, Namer
 
-CONFIG_KEY = "releaseRunner"
 MONITORING_CONTRIBUTOR = "749f88d5-cbae-40b8-bcfc-e573ddc772fa"
 ACR_PUSH = "8311e382-0749-4cb8-b61a-304f252e45ec"
 APP_KEY_SECRET = "github-app-key"
 
 
-@dataclass(frozen=True)
-class RunnerSettings:
-    """`releaseRunner`: which repository's jobs the runner takes, and what it runs."""
-
-    github_owner: str
-    github_repo: str
-    github_app_id: str
-    github_installation_id: str
-    app_key_secret_uri: str
-    """Key Vault secret URI of the GitHub App's private key."""
-    image: str
-    """Runner image, pinned by digest."""
-    subnet: str
-    max_runners: int = 2
-    timeout_minutes: int = 180
-    """A release job's hard limit: longer than the release policy's total wait."""
-
-
 def runner_label(stack: str) -> str:
     """The label a workflow job names in `runs-on` to get this stack's runner."""
     return f"byom-{stack}-release"
-
-
-def parse_runner_settings(
-    raw: Mapping[str, Any] | None, *, project: str, address_space: str
-) -> RunnerSettings | None:
-    """Validate the `releaseRunner` block; None when the stack has none."""
-    if raw is None:
-        return None
-    key = f"{project}:{CONFIG_KEY}"
-    allowed = {
-        "githubOwner",
-        "githubRepo",
-        "githubAppId",
-        "githubInstallationId",
-        "appKeySecretUri",
-        "image",
-        "subnet",
-        "maxRunners",
-        "timeoutMinutes",
-    }
-    for name in raw:
-        if name not in allowed:
-            raise ConfigError(f"{key}.{name}", raw[name], f"one of {', '.join(sorted(allowed))}")
-
-    def text(name: str) -> str:
-        value = raw.get(name)
-        if not isinstance(value, str | int) or not str(value).strip():
-            raise ConfigError(f"{key}.{name}", value, "a non-empty string")
-        return str(value).strip()
-
-    image = text("image")
-    if "@sha256:" not in image:
-        raise ConfigError(f"{key}.image", image, "an image pinned by digest (<repo>@sha256:...)")
-    secret = text("appKeySecretUri")
-    if not secret.startswith("https://") or ".vault.azure.net/secrets/" not in secret:
-        raise ConfigError(
-            f"{key}.appKeySecretUri", secret, "https://<vault>.vault.azure.net/secrets/<name>"
-        )
-    subnet = text("subnet")
-    try:
-        net = ipaddress.ip_network(subnet)
-        space = ipaddress.ip_network(address_space)
-    except ValueError:
-        raise ConfigError(f"{key}.subnet", subnet, "a CIDR such as 10.20.2.0/23") from None
-    # Container Apps environments with only the Consumption profile need a /23 at least.
-    if net.prefixlen > 23 or not net.subnet_of(space):
-        raise ConfigError(f"{key}.subnet", subnet, f"a /23 or larger inside {address_space}")
-    counts = {}
-    for name, default, low, high in (("maxRunners", 2, 1, 10), ("timeoutMinutes", 180, 30, 1440)):
-        value = raw.get(name, default)
-        if not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(f"{key}.{name}", value, f"an integer {low}..{high}")
-        counts[name] = value
-    return RunnerSettings(
-        github_owner=text("githubOwner"),
-        github_repo=text("githubRepo"),
-        github_app_id=text("githubAppId"),
-        github_installation_id=text("githubInstallationId"),
-        app_key_secret_uri=secret,
-        image=image,
-        subnet=subnet,
-        max_runners=counts["maxRunners"],
-        timeout_minutes=counts["timeoutMinutes"],
-    )
-
-
-def load_runner_settings(project: str, address_space: str) -> RunnerSettings | None:
-    """Read `releaseRunner` from the stack config (Pulumi runtime) and validate it."""
-    config = pulumi.Config()
-    try:
-        raw = config.get_object(CONFIG_KEY)
-    except (ValueError, pulumi.ConfigTypeError):
-        raise ConfigError(
-            f"{project}:{CONFIG_KEY}", config.get(CONFIG_KEY), "a YAML mapping"
-        ) from None
-    return parse_runner_settings(raw, project=project, address_space=address_space)
 
 
 @dataclass(frozen=True)
@@ -158,7 +61,7 @@ class ReleaseRunnerArgs:
     workspace_id: pulumi.Input[str]
     storage_account_id: pulumi.Input[str]
     registry_id: pulumi.Input[str]
-    settings: RunnerSettings
+    settings: ReleaseRunnerSettings
 
 
 class ReleaseRunner(pulumi.ComponentResource):

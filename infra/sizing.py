@@ -14,6 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from delivery.spec import REQUEST_TIMEOUT_MS
+
+if TYPE_CHECKING:
+    from infra.config import DeploymentSettings
 
 # Download from workspace storage plus load to GPU, per GB of safetensors, measured loosely on
 # A100/T4 SKUs (weights mount over blobfuse): a conservative figure, not a benchmark.
@@ -25,7 +31,7 @@ PREFILL_MARGIN_SECONDS = 10
 # The package answers 503 this long before the endpoint would cut the request with a 408.
 DEADLINE_MARGIN_SECONDS = 5
 GUNICORN_DEFAULT_TIMEOUT = 300
-MAX_REQUEST_TIMEOUT_MS = 180_000  # the managed endpoint maximum
+MAX_REQUEST_TIMEOUT_MS = REQUEST_TIMEOUT_MS[1]  # the managed endpoint maximum
 
 
 @dataclass(frozen=True)
@@ -77,3 +83,57 @@ def server_concurrency(max_concurrent_requests_per_instance: int) -> dict[str, s
         "SCORING_MAX_BATCH_SIZE": str(slots),
         "SCORING_MAX_QUEUE": str(slots),
     }
+
+
+def derived_request_timeout_ms(
+    max_new_tokens: int | None, min_tokens_per_second: int | None
+) -> int:
+    """The request timeout when the stack sets none: the slowest full generation, else 90 s."""
+    if max_new_tokens and min_tokens_per_second:
+        return request_timeout_ms(max_new_tokens, min_tokens_per_second)
+    return 90_000
+
+
+def probe_initial_delay_s(model_size_gb: float | None) -> int:
+    """When probes start: after the load estimate, or 10 minutes when the size is unknown."""
+    return 600 if model_size_gb is None else startup_budget(model_size_gb).probe_initial_delay_s
+
+
+def server_env(
+    max_concurrent_requests_per_instance: int,
+    request_timeout_ms: int,
+    max_new_tokens: int | None,
+    model_size_gb: float | None,
+) -> dict[str, str]:
+    """Server env vars derived from concurrency, timeout, token budget and model size."""
+    env = server_concurrency(max_concurrent_requests_per_instance)
+    env["SCORING_REQUEST_TIMEOUT_S"] = f"{scoring_deadline_s(request_timeout_ms):g}"
+    if max_new_tokens:
+        env["SCORING_MAX_NEW_TOKENS"] = str(max_new_tokens)
+    if model_size_gb is not None:
+        env["WORKER_TIMEOUT"] = str(startup_budget(model_size_gb).worker_timeout_s)
+    return env
+
+
+def resolve(
+    deployment: DeploymentSettings, pattern: str, model_size_gb: float | None
+) -> DeploymentSettings:
+    """A deployment as parsed, with its request timeout and server variables filled in."""
+    timeout = deployment.request_timeout_ms or derived_request_timeout_ms(
+        deployment.max_new_tokens, deployment.min_tokens_per_second
+    )
+    derived = server_env(
+        deployment.max_concurrent_requests_per_instance,
+        timeout,
+        deployment.max_new_tokens,
+        model_size_gb,
+    )
+    resolved = deployment.model_copy(
+        update={
+            "request_timeout_ms": timeout,
+            # Explicit variables win over the derived ones.
+            "environment_variables": {**derived, **deployment.environment_variables},
+        }
+    )
+    resolved._pattern = pattern
+    return resolved

@@ -14,7 +14,7 @@ from infra.identity import Identity, IdentityArgs
 from infra.monitoring import AlertTarget, Monitoring, MonitoringArgs
 from infra.naming import Kind
 from infra.network import Network, NetworkArgs, platform_targets
-from infra.release_runner import ReleaseRunner, ReleaseRunnerArgs, load_runner_settings
+from infra.release_runner import ReleaseRunner, ReleaseRunnerArgs
 from infra.workspace import Workspace, WorkspaceArgs
 
 
@@ -70,7 +70,7 @@ def main() -> dict[str, Any]:
         )
 
     runner = None
-    runner_settings = load_runner_settings(settings.project, settings.network.address_space)
+    runner_settings = settings.release_runner
     if runner_settings is not None and network is None:
         # A public stack releases from GitHub's own runners; nothing to build.
         pulumi.log.warn("releaseRunner is set but network.private is false: no runner is built")

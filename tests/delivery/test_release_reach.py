@@ -17,6 +17,7 @@ from delivery.credential import credential
 from delivery.fake import INTERNET, VNET, FakeWorkspace, PublicAccessDisabledError
 from delivery.fake_identity import FakeEntra, FakeGitHubOIDC
 from delivery.rollout import RolloutPolicy, rollout
+from delivery.workspace import deployment_entity
 from tests.delivery.conftest import ENDPOINT, register_spec, write_tiny_model
 
 TWO_HOURS = 2 * 3600.0
@@ -85,7 +86,7 @@ def test_smoke_requests_from_outside_are_refused_at_the_private_scoring_uri(
     """Even with the slot created, invoke posts straight to the scoring URI: refused."""
     prod = _prod(tmp_path, origin=VNET)
     spec = register_spec(prod, tiny_model, code_dir)
-    prod.begin_create_or_update_deployment(spec.to_deployment(ENDPOINT, "blue"))
+    prod.begin_create_or_update_deployment(deployment_entity(spec, ENDPOINT, "blue"))
     prod.origin = INTERNET
     with pytest.raises(PublicAccessDisabledError, match=r"invoke: https://byom-generate-dev\."):
         prod.invoke(ENDPOINT, "blue", '{"prompt": "hi"}')

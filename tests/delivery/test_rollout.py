@@ -21,6 +21,7 @@ from delivery.rollout import (
     rollout,
 )
 from delivery.smoke import SmokeTestError
+from delivery.workspace import deployment_entity
 from tests.delivery.conftest import ENDPOINT, deploy, register_spec, write_tiny_model
 
 
@@ -206,7 +207,7 @@ def test_an_interrupted_rollout_resumes_without_a_new_deployment(
     """If green already runs the new spec at 10%, the rerun only re-checks and finishes."""
     deploy(fake, first_spec, fast_policy)
     fake.set_traffic(ENDPOINT, {"blue": 100}, {})
-    fake.begin_create_or_update_deployment(second_spec.to_deployment(ENDPOINT, "green"))
+    fake.begin_create_or_update_deployment(deployment_entity(second_spec, ENDPOINT, "green"))
     fake.get_deployment(ENDPOINT, "green")
     fake.get_deployment(ENDPOINT, "green")
     fake.set_traffic(ENDPOINT, {"blue": 90, "green": 10}, {})
@@ -230,7 +231,7 @@ def test_a_newer_spec_takes_back_traffic_from_an_abandoned_slot(
 ) -> None:
     """If green holds 10% of an abandoned v2 and v3 arrives, blue gets 100% back, then v3 steps."""
     deploy(fake, first_spec, fast_policy)
-    fake.begin_create_or_update_deployment(second_spec.to_deployment(ENDPOINT, "green"))
+    fake.begin_create_or_update_deployment(deployment_entity(second_spec, ENDPOINT, "green"))
     fake.get_deployment(ENDPOINT, "green")
     fake.get_deployment(ENDPOINT, "green")
     fake.set_traffic(ENDPOINT, {"blue": 90, "green": 10}, {})
@@ -331,7 +332,7 @@ def test_the_service_refuses_traffic_to_a_missing_deployment(fake: FakeWorkspace
 def test_the_deployment_entity_carries_every_setting(first_spec: DeploymentSpec) -> None:
     """to_deployment builds a real ManagedOnlineDeployment with settings, probes and tags."""
     spec = replace(first_spec, request_timeout_ms=120_000, max_concurrent_requests_per_instance=4)
-    deployment = spec.to_deployment(ENDPOINT, "green", base_dir=Path("/repo"))
+    deployment = deployment_entity(spec, ENDPOINT, "green", base_dir=Path("/repo"))
     assert isinstance(deployment, ManagedOnlineDeployment)
     assert (deployment.name, deployment.endpoint_name) == ("green", ENDPOINT)
     assert deployment.model == spec.model

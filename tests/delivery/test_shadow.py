@@ -9,9 +9,9 @@ import pytest
 
 from delivery.fake import FakeWorkspace
 from delivery.gate import GateFailedError, GatePolicy
-from delivery.pulumi_rollout import RolloutProvider, rollout_props
 from delivery.rollout import DataCollectionSpec, DeploymentSpec, RolloutPolicy, rollout
 from delivery.stages import AlertFiredError
+from infra.rollout import RolloutProvider, rollout_props
 from scoring.model import LoadedModel
 from scoring.service import ScoringService
 from scoring.settings import ScoringSettings
@@ -190,7 +190,7 @@ def test_the_provider_watches_alerts_only_when_the_policy_names_rules(
 
     provider = RolloutProvider(workspace_factory=lambda ref: fake, alerts_factory=alerts_factory)
     spec = register_spec(fake, tiny_model, code_dir)
-    from delivery.pulumi_rollout import RolloutArgs
+    from infra.rollout import RolloutArgs
 
     args = RolloutArgs(
         "sub", "rg", "ws", ENDPOINT, spec, RolloutPolicy(step_wait_s=0, poll_interval_s=0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from unittest.mock import MagicMock
 
@@ -121,3 +123,16 @@ def test_a_stale_succeeded_of_the_old_spec_is_not_ready(tmp_path: Path, code_dir
     assert live.model == specs[2].model
     assert fake.traffic(ENDPOINT) == {"blue": 100, "green": 0}
     assert fake.stale[(ENDPOINT, "blue")][1] == 0  # both stale reads were consumed, then waited
+
+
+def test_specs_are_plain_values_without_azure_ai_ml() -> None:
+    """Specs, gate and smoke import no azure-ai-ml (and no Pulumi): infra parses config straight
+    into them cheaply; only delivery.workspace builds Azure entities."""
+    code = (
+        "import sys, delivery.spec, delivery.gate, delivery.smoke; "
+        "print(sorted(m for m in sys.modules if m.startswith(('azure.ai.ml', 'pulumi'))))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert completed.stdout.strip() == "[]"

@@ -10,6 +10,9 @@ import pytest
 
 from infra.plan import STACKS, Plan, PlannedResource, plan
 
+# The rollout provider's tests (tests/infra/test_rollout.py) run against delivery's fakes.
+from tests.delivery.conftest import code_dir, fake, tiny_model  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def plans() -> dict[str, Plan]:

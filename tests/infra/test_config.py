@@ -6,10 +6,12 @@ import copy
 import json
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 
-from infra.config import ALLOWED_REGIONS, ConfigError, parse_settings
-from infra.plan import STACKS, read_stack_config
+from infra.config import ALLOWED_REGIONS, ConfigError, parse_settings, stack_file_schema
+from infra.plan import REPO_ROOT, STACKS, read_stack_config
 
 VALID: dict[str, Any] = {
     "location": "swedencentral",
@@ -141,3 +143,50 @@ def test_stack_files_parse(stack: str) -> None:
     }
     settings = parse_settings(values, stack=stack, project=project)
     assert settings.stack == stack
+
+
+SCHEMA_FILE = REPO_ROOT / "infra" / "stack-config.schema.json"
+
+
+def _schema_errors(document: Any) -> list[str]:
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
+
+
+def test_published_schema_is_up_to_date() -> None:
+    """The committed JSON schema is exactly what the config models declare."""
+    committed = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(committed)
+    assert committed == stack_file_schema(), (
+        "infra/stack-config.schema.json is stale: run "
+        "`python -m infra.config > infra/stack-config.schema.json`"
+    )
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_files_match_the_published_schema(stack: str) -> None:
+    """Each Pulumi.<stack>.yaml validates against the published schema (as editors check it)."""
+    document = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
+    assert _schema_errors(document) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "path"),
+    [
+        ({"network": {"privat": False}}, "config/azureml-byom:network"),
+        ({"location": "eastus"}, "config/azureml-byom:location"),
+        ({"workspace": {"logRetentionDays": 5}}, "config/azureml-byom:workspace/logRetentionDays"),
+        ({"tags": {"owner": "a"}}, "config/azureml-byom:tags"),
+    ],
+)
+def test_published_schema_refuses_what_the_config_refuses(changes: dict, path: str) -> None:
+    """An unknown key, a value outside the allowed set or range, a missing key: both refuse."""
+    values = {**copy.deepcopy(VALID), **changes}
+    with pytest.raises(ConfigError):
+        parse_settings(values, stack="dev")
+    document = {"config": {f"azureml-byom:{k}": v for k, v in values.items()}}
+    assert any(e.startswith(path) for e in _schema_errors(document)), _schema_errors(document)

@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
-from infra.config import ConfigError
+from infra.config import ConfigError, parse_settings
 from infra.plan import Plan
-from infra.release_runner import parse_runner_settings, runner_label
+from infra.release_runner import runner_label
 from infra.roles import FORBIDDEN_ROLES
 from tests.infra.conftest import of_type
 
@@ -96,11 +96,19 @@ def test_a_public_stack_has_no_release_runner(plans: dict[str, Plan]) -> None:
         ({"subnet": "10.99.0.0/23"}, "releaseRunner.subnet"),
         ({"subnet": "10.20.2.0/27"}, "releaseRunner.subnet"),
         ({"appKeySecretUri": "plain-text-key"}, "releaseRunner.appKeySecretUri"),
+        ({"subnet": "10.20.0.0/23"}, "releaseRunner.subnet"),  # overlaps the endpoint subnet
         ({"timeoutMinutes": 5}, "releaseRunner.timeoutMinutes"),
         ({"githubToken": "ghp_x"}, "releaseRunner.githubToken"),
     ],
 )
 def test_invalid_runner_config_names_the_key(change: dict, key: str) -> None:
+    values = {
+        "location": "swedencentral",
+        "tags": {"owner": "o", "costCenter": "c", "dataClassification": "confidential"},
+        "network": {"addressSpace": "10.20.0.0/16", "privateEndpointSubnet": "10.20.0.0/24"},
+        "releaseRunner": {**RAW, **change},
+    }
+    assert parse_settings({**values, "releaseRunner": RAW}, stack="prod").release_runner
     with pytest.raises(ConfigError) as error:
-        parse_runner_settings({**RAW, **change}, project="p", address_space="10.20.0.0/16")
-    assert error.value.key == f"p:{key}"
+        parse_settings(values, stack="prod")
+    assert error.value.key == f"azureml-byom:{key}"

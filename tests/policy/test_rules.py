@@ -272,7 +272,8 @@ def test_policy_constants_match_infra():
     """The pack (which cannot import infra) agrees with infra on roles, regions and tags."""
     assert {k.lower(): v for k, v in rules.PRIVILEGED_ROLES.items()} == roles.FORBIDDEN_ROLES
     assert rules.ALLOWED_REGIONS == infra_config.ALLOWED_REGIONS
-    tags = infra_config.TagSettings("prod", "o", "c", "internal").as_dict()
+    tags = infra_config.TagSettings(owner="o", costCenter="c", dataClassification="internal")
+    tags = tags.as_dict()
     assert set(rules.REQUIRED_TAGS) <= set(tags)
 
 
