@@ -18,6 +18,7 @@ from typing import Any
 import pulumi
 from pulumi_azure_native import machinelearningservices as ml
 
+from delivery.stages import TAG_RELEASE
 from infra import roles
 from infra.config import (
     AutoscaleSettings,
@@ -96,7 +97,12 @@ class Endpoints(pulumi.ComponentResource):
                     # first deployment fails to pull its image.
                     depends_on=list(args.identity_grants),
                     # Traffic belongs to the rollout; Pulumi must not reset it.
-                    ignore_changes=["properties.traffic", "properties.mirrorTraffic"],
+                    # The release record tag is written with each traffic change (delivery).
+                    ignore_changes=[
+                        "properties.traffic",
+                        "properties.mirrorTraffic",
+                        f'tags["{TAG_RELEASE}"]',
+                    ],
                     # Auth mode and name are create-only; the name is fixed, so delete first.
                     delete_before_replace=True,
                 ),
