@@ -233,20 +233,25 @@ def test_cancelling_a_release_returns_to_a_known_good_split_with_a_record(
     assert len(fake.get_endpoint(ENDPOINT).tags[TAG_RELEASE]) <= 256
 
 
-def test_abort_after_a_hard_kill_returns_traffic_and_records_it(
-    fake: FakeWorkspace, two_versions
-) -> None:
+def _kill_second_release_at(fake: FakeWorkspace, two_versions, share: int) -> None:
+    """Release v1, then kill v2's release (no clean-up reaches Azure) while green has `share`%."""
     first, second = two_versions
     _release(fake, first, _policy())
     mortal = Mortal(fake, kill_at=10**9)
 
-    def kill_at_50(_seconds: float) -> None:
-        if fake.traffic(ENDPOINT).get("green") == 50:
+    def kill_at_share(_seconds: float) -> None:
+        if fake.traffic(ENDPOINT).get("green") == share:
             mortal.dead = True
             raise Killed
 
     with pytest.raises(Killed):
-        _release(mortal, second, _policy(), sleep=kill_at_50)
+        _release(mortal, second, _policy(), sleep=kill_at_share)
+
+
+def test_abort_after_a_hard_kill_returns_traffic_and_records_it(
+    fake: FakeWorkspace, two_versions
+) -> None:
+    _kill_second_release_at(fake, two_versions, share=50)
     assert fake.traffic(ENDPOINT) == {"green": 50, "blue": 50}  # half-way, but recorded
     assert _record(fake).stage == "step"
 
@@ -338,17 +343,7 @@ def test_the_abort_command_is_what_a_cancelled_job_runs(fake: FakeWorkspace, two
 
     from delivery import __main__ as delivery_cli
 
-    first, second = two_versions
-    _release(fake, first, _policy())
-    mortal = Mortal(fake, kill_at=10**9)
-
-    def kill_at_10(_seconds: float) -> None:
-        if fake.traffic(ENDPOINT).get("green") == 10:
-            mortal.dead = True
-            raise Killed
-
-    with pytest.raises(Killed):
-        _release(mortal, second, _policy(), sleep=kill_at_10)
+    _kill_second_release_at(fake, two_versions, share=10)
     out = io.StringIO()
     workspace_id = fake.ref.arm_id
     argv = ["abort", "--stack", "prod", "--workspace-id", workspace_id, "--endpoint", ENDPOINT]
