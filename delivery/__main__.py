@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from delivery.autoscale import AutoscaleClient, AzureAutoscale
-from delivery.environment import EnvironmentSpec, register_environment
+from delivery.environment import EnvironmentSpec, ServerImageSpec, register_environment
 from delivery.packaging import (
     AssetConflictError,
     ModelValidationError,
@@ -131,9 +131,12 @@ def _register(args: argparse.Namespace, workspace: WorkspaceClient, out: TextIO)
     packaged = package_model(args.name, parse_source(args.source))
     model = register_model(workspace, packaged)
     environment = register_environment(workspace, EnvironmentSpec())
+    # The OpenAI-compatible server's image, for deployments with `server: openai`.
+    server = register_environment(workspace, ServerImageSpec())
     for label, asset, created in (
         ("model", model.asset_id, model.created),
         ("environment", environment.asset_id, environment.created),
+        ("server environment", server.asset_id, server.created),
     ):
         print(f"{label}: {asset} ({'registered' if created else 'already registered'})", file=out)
     print(f"content hash: {model.content_hash}", file=out)
@@ -142,8 +145,9 @@ def _register(args: argparse.Namespace, workspace: WorkspaceClient, out: TextIO)
         path,
         ModelConfig(model.name, model.version, model.content_hash),
         EnvironmentConfig(environment.name, environment.version),
+        EnvironmentConfig(server.name, server.version),
     )
-    print(f"{path.name}: byom:model and byom:environment updated", file=out)
+    print(f"{path.name}: byom:model, byom:environment and byom:serverEnvironment updated", file=out)
     return 0
 
 

@@ -1,16 +1,27 @@
-"""The GPU inference environment: the pinned conda spec in `environments/` on a pinned base image.
+"""The GPU inference environments: the pinned conda spec in `environments/` on a pinned base image.
 
-The version is a hash of the spec file and the base image, so editing either registers a new
-environment version and re-running with the same spec reuses the registered one.
+Two servers, two environments. `EnvironmentSpec`: the conda spec on the base image; Azure ML's
+inference server runs `score.py` in it. `ServerImageSpec`: the OpenAI-compatible server
+(`python -m scoring.serve`) as a custom container, built by Azure ML from
+`environments/openai-server/` (the same conda spec and base image, the server's pins, the scoring
+package baked in) with an `inference_config` for its probes and scoring route.
+
+Each version is a hash of everything its image is built from, so editing any of it registers a
+new environment version and re-running with the same inputs reuses the registered one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-from azure.ai.ml.entities import Environment
+from azure.ai.ml.entities import BuildContext, Environment
 
 from delivery.packaging import HASH_PREFIX, AssetConflictError, version_from_hash
 from delivery.workspace import WorkspaceClient
@@ -23,6 +34,35 @@ CONDA_FILE = ENVIRONMENTS_DIR / "inference-gpu.conda.yaml"
 ENVIRONMENT_NAME = "byom-inference-gpu"
 
 TAG_SPEC_HASH = "specHash"
+
+SERVER_DIR = ENVIRONMENTS_DIR / "openai-server"
+SCORING_DIR = ENVIRONMENTS_DIR.parent / "scoring"
+SERVER_ENVIRONMENT_NAME = "byom-openai-server"
+SERVER_PORT = 8000
+# Custom-container routes (the vLLM / TGI pattern on managed online endpoints): with the scoring
+# route at `/`, https://<endpoint>.<region>.inference.ml.azure.com/v1/chat/completions reaches
+# the container's /v1/chat/completions unchanged.
+INFERENCE_CONFIG: dict[str, dict[str, Any]] = {
+    "liveness_route": {"port": SERVER_PORT, "path": "/health"},
+    "readiness_route": {"port": SERVER_PORT, "path": "/ready"},
+    "scoring_route": {"port": SERVER_PORT, "path": "/"},
+}
+
+
+class Spec(Protocol):
+    """What `register_environment` needs of an environment spec."""
+
+    name: str
+
+    @property
+    def spec_hash(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def staged(self) -> Any:
+        """A context manager giving the azure-ai-ml Environment, valid inside it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -62,6 +102,81 @@ class EnvironmentSpec:
             tags={TAG_SPEC_HASH: self.spec_hash},
         )
 
+    @contextmanager
+    def staged(self) -> Iterator[Environment]:
+        yield self.to_environment()
+
+
+@dataclass(frozen=True)
+class ServerImageSpec:
+    """The OpenAI-compatible server's image: a Docker build context Azure ML builds."""
+
+    name: str = SERVER_ENVIRONMENT_NAME
+    image: str = BASE_IMAGE
+    server_dir: Path = SERVER_DIR
+    conda_file: Path = CONDA_FILE
+    scoring_dir: Path = SCORING_DIR
+
+    def _files(self) -> list[tuple[str, Path]]:
+        """(path in the build context, source file), in a fixed order."""
+        files = [
+            ("Dockerfile", self.server_dir / "Dockerfile"),
+            ("requirements.txt", self.server_dir / "requirements.txt"),
+            (self.conda_file.name, self.conda_file),
+        ]
+        files += [
+            (f"scoring/{path.relative_to(self.scoring_dir).as_posix()}", path)
+            for path in sorted(self.scoring_dir.rglob("*.py"))
+        ]
+        return files
+
+    @property
+    def spec_hash(self) -> str:
+        """sha256 over the base image and every file of the build context, names included."""
+        digest = hashlib.sha256()
+        digest.update(self.image.encode("utf-8") + b"\0")
+        for name, path in self._files():
+            digest.update(name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+        return HASH_PREFIX + digest.hexdigest()
+
+    @property
+    def version(self) -> str:
+        return version_from_hash(self.spec_hash)
+
+    @property
+    def asset_id(self) -> str:
+        return f"azureml:{self.name}:{self.version}"
+
+    def stage(self, into: Path) -> Path:
+        """Write the build context into ``into``: the Dockerfile with its base image filled in
+        (Azure ML builds take no build arguments), the conda spec, pins and scoring package."""
+        for name, source in self._files():
+            target = into / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        dockerfile = into / "Dockerfile"
+        text = dockerfile.read_text(encoding="utf-8")
+        if "ARG BASE_IMAGE\n" not in text:
+            raise ValueError(f"{self.server_dir / 'Dockerfile'} must declare 'ARG BASE_IMAGE'")
+        dockerfile.write_text(text.replace("ARG BASE_IMAGE\n", f"ARG BASE_IMAGE={self.image}\n"))
+        return into
+
+    def to_environment(self, context: Path) -> Environment:
+        return Environment(
+            name=self.name,
+            version=self.version,
+            build=BuildContext(path=str(context)),
+            inference_config=INFERENCE_CONFIG,
+            description="OpenAI-compatible server (scoring.serve) for the azureml-byom model",
+            tags={TAG_SPEC_HASH: self.spec_hash},
+        )
+
+    @contextmanager
+    def staged(self) -> Iterator[Environment]:
+        """The environment, its build context staged in a temporary folder for the upload."""
+        with tempfile.TemporaryDirectory(prefix="byom-server-image-") as folder:
+            yield self.to_environment(self.stage(Path(folder)))
+
 
 @dataclass(frozen=True)
 class RegisteredEnvironment:
@@ -79,7 +194,7 @@ class RegisteredEnvironment:
 
 
 def register_environment(
-    workspace: WorkspaceClient, spec: EnvironmentSpec | None = None
+    workspace: WorkspaceClient, spec: Spec | None = None
 ) -> RegisteredEnvironment:
     """Register the environment unless this exact spec is already registered."""
     spec = spec or EnvironmentSpec()
@@ -90,8 +205,9 @@ def register_environment(
         if registered != spec_hash:
             raise AssetConflictError(
                 f"environment {spec.name}:{spec.version} is registered with spec hash "
-                f"{registered!r}, but {spec.conda_file} on {spec.image} hashes to {spec_hash}"
+                f"{registered!r}, but the local spec hashes to {spec_hash}"
             )
         return RegisteredEnvironment(spec.name, spec.version, spec_hash, created=False)
-    workspace.create_environment(spec.to_environment())
+    with spec.staged() as environment:  # a build context exists only while it is uploaded
+        workspace.create_environment(environment)
     return RegisteredEnvironment(spec.name, spec.version, spec_hash, created=True)

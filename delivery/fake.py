@@ -303,6 +303,7 @@ class FakeWorkspace:
             ("environment", deployment.environment, self.environments),
         ):
             self._check_reference(kind, reference, registered)
+        self._check_server(deployment)
         key = (endpoint, deployment.name)
         existing = self.deployments.get(key)
         outcome = self._pending_outcomes.pop(key, SUCCEEDED)
@@ -403,6 +404,22 @@ class FakeWorkspace:
             raise HttpResponseError(f"mirror one deployment at most 50%: {dict(mirror)}")
         if any(traffic.get(name, 0) > 0 for name in mirrored):
             raise HttpResponseError("a deployment cannot receive both live and mirror traffic")
+
+    def _check_server(self, deployment: ManagedOnlineDeployment) -> None:
+        """Azure's rule: an environment without ``inference_config`` is served by Azure ML's
+        inference server, which needs a scoring script; a custom container (with
+        ``inference_config``) needs none, its image runs the server."""
+        reference = deployment.environment
+        if not isinstance(reference, str) or not reference.startswith("azureml:"):
+            return
+        _, name, version = reference.split(":")
+        environment = self.environments.get((name, version))
+        custom = environment is not None and environment.inference_config is not None
+        if not custom and deployment.code_configuration is None:
+            raise HttpResponseError(
+                f"deployment {deployment.name}: environment {name}:{version} has no "
+                "inference_config, so it needs code_configuration with a scoring_script"
+            )
 
     def _check_reference(self, kind: str, reference: object, registered: Mapping) -> None:
         if not isinstance(reference, str) or not reference.startswith("azureml:"):

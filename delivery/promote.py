@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from delivery.environment import EnvironmentSpec, register_environment
+from delivery.environment import EnvironmentSpec, ServerImageSpec, Spec, register_environment
 from delivery.packaging import (
     TAG_CONTENT_HASH,
     TAG_REVISION,
@@ -35,6 +35,7 @@ from delivery.stackconfig import (
     EnvironmentConfig,
     ModelConfig,
     StackConfigError,
+    read_server_environment,
     read_stack_config,
     resolve_workspace,
     stack_file,
@@ -61,6 +62,7 @@ class PromotionPlan:
     environment: EnvironmentConfig
     source_description: str
     via: str
+    server_environment: EnvironmentConfig | None = None
 
     def describe(self) -> str:
         """The plan as the CLI prints it."""
@@ -73,6 +75,11 @@ class PromotionPlan:
                 f"  source:      {self.source_description}",
                 f"  environment: {self.environment.name}:{self.environment.version}",
             ]
+            + (
+                [f"  server:      {s.name}:{s.version}"]
+                if (s := self.server_environment) is not None
+                else []
+            )
         )
 
 
@@ -102,16 +109,26 @@ def plan_promotion(
         raise PromotionError(
             f"{source} workspace has no environment {environment.name}:{environment.version}"
         )
-    local = EnvironmentSpec(name=environment.name)
-    if local.version != environment.version:
-        raise PromotionError(
-            f"environments/ now hashes to {environment.name}:{local.version}, but {source} runs "
-            f"{environment.version}: deploy the changed environment to {source} first"
-        )
+    server = read_server_environment(stack_file(project_dir, source))
+    specs: list[tuple[EnvironmentConfig, Spec]] = [
+        (environment, EnvironmentSpec(name=environment.name))
+    ]
+    if server is not None:
+        specs.append((server, ServerImageSpec(name=server.name)))
+        if source_workspace.get_environment(server.name, server.version) is None:
+            raise PromotionError(
+                f"{source} workspace has no environment {server.name}:{server.version}"
+            )
+    for recorded, local in specs:
+        if local.version != recorded.version:
+            raise PromotionError(
+                f"environments/ now hashes to {recorded.name}:{local.version}, but {source} "
+                f"runs {recorded.version}: deploy the changed environment to {source} first"
+            )
     source_description = " ".join(
         part for part in (tags.get(TAG_SOURCE, "?"), tags.get(TAG_REVISION, "")) if part
     )
-    return PromotionPlan(source, target, model, environment, source_description, via)
+    return PromotionPlan(source, target, model, environment, source_description, via, server)
 
 
 def promote(
@@ -135,10 +152,17 @@ def promote(
     environment = register_environment(
         target_workspace, EnvironmentSpec(name=plan.environment.name)
     )
+    server = None
+    if plan.server_environment is not None:
+        image = register_environment(
+            target_workspace, ServerImageSpec(name=plan.server_environment.name)
+        )
+        server = EnvironmentConfig(image.name, image.version)
     write_stack_config(
         stack_file(project_dir, plan.target_stack),
         promoted,
         EnvironmentConfig(environment.name, environment.version),
+        server,
     )
     return promoted
 

@@ -25,6 +25,7 @@ TAG_FINGERPRINT = "byom-fingerprint"
 TAG_MODEL = "byom-model"
 TAG_ENVIRONMENT = "byom-environment"
 TAG_PATTERN = "byom-pattern"
+SERVERS = ("azmlinfsrv", "openai")
 
 
 # The managed endpoint's request timeout range (ms), and where the scoring code lives.
@@ -80,9 +81,15 @@ class DeploymentSpec:
     egress_public_network_access: str = "disabled"
     app_insights_enabled: bool = True
     data_collection: DataCollectionSpec = field(default_factory=DataCollectionSpec)
+    # azmlinfsrv: Azure ML's inference server runs `scoring_script` from the code asset;
+    # openai: the environment is the OpenAI-compatible server's image (custom container with
+    # inference_config), which carries its code, so the deployment has no code configuration.
+    server: str = "azmlinfsrv"
 
     def __post_init__(self) -> None:
         smoke_case(self.pattern)  # an unknown pattern fails here, not after a GPU deployment
+        if self.server not in SERVERS:
+            raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {self.server!r}")
         if self.instance_count < 1:
             raise ValueError(f"instance_count must be >= 1, got {self.instance_count}")
         if self.egress_public_network_access not in ("enabled", "disabled"):
@@ -106,6 +113,8 @@ class DeploymentSpec:
         if self.data_collection == DataCollectionSpec():
             # Added later: left out at its default so existing slots keep their fingerprint.
             props.pop("data_collection")
+        if self.server == "azmlinfsrv":
+            props.pop("server")  # likewise
         canonical = json.dumps(props, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

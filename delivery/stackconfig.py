@@ -9,6 +9,9 @@
       byom:environment:
         name: "byom-inference-gpu"
         version: "9a8b7c6d5e4f3a2b"
+      byom:serverEnvironment:            # the OpenAI-compatible server's image (server: openai)
+        name: "byom-openai-server"
+        version: "150a171e851fad01"
 
 The CLIs write these blocks and leave every other line (and comment) of the file as it was.
 """
@@ -29,6 +32,7 @@ from delivery.workspace import WorkspaceRef
 
 MODEL_KEY = "byom:model"
 ENVIRONMENT_KEY = "byom:environment"
+SERVER_ENVIRONMENT_KEY = "byom:serverEnvironment"
 WORKSPACE_OUTPUT = "workspaceId"
 
 
@@ -110,16 +114,38 @@ def read_stack_config(path: Path) -> tuple[ModelConfig | None, EnvironmentConfig
     return model, environment
 
 
+def read_server_environment(path: Path) -> EnvironmentConfig | None:
+    """`byom:serverEnvironment` of a stack file, if it has one."""
+    if not path.is_file():
+        raise StackConfigError(f"{path} does not exist")
+    config = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("config") or {}
+    block = config.get(SERVER_ENVIRONMENT_KEY)
+    if block is None:
+        return None
+    try:
+        return EnvironmentConfig(str(block["name"]), str(block["version"]))
+    except (KeyError, TypeError) as exc:
+        raise StackConfigError(f"{path}: {SERVER_ENVIRONMENT_KEY} is missing {exc}") from exc
+
+
 def write_stack_config(
-    path: Path, model: ModelConfig | None = None, environment: EnvironmentConfig | None = None
+    path: Path,
+    model: ModelConfig | None = None,
+    environment: EnvironmentConfig | None = None,
+    server_environment: EnvironmentConfig | None = None,
 ) -> None:
     """Set the delivery blocks in a stack file, creating the file or `config:` if needed."""
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    for key, block in ((MODEL_KEY, model), (ENVIRONMENT_KEY, environment)):
+    blocks = (
+        (MODEL_KEY, model),
+        (ENVIRONMENT_KEY, environment),
+        (SERVER_ENVIRONMENT_KEY, server_environment),
+    )
+    for key, block in blocks:
         if block is not None:
             text = _set_block(text, key, block.to_yaml())
     parsed = (yaml.safe_load(text) or {}).get("config", {})
-    for key, block in ((MODEL_KEY, model), (ENVIRONMENT_KEY, environment)):
+    for key, block in blocks:
         if block is not None and parsed.get(key) != block.to_yaml():
             raise StackConfigError(f"could not write {key} into {path}: unexpected layout")
     path.write_text(text, encoding="utf-8")

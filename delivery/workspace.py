@@ -333,7 +333,10 @@ def deployment_entity(
         endpoint_name=endpoint,
         model=spec.model,
         environment=spec.environment,
-        code_configuration=CodeConfiguration(
+        # server openai: the custom container's image carries the code and runs the server.
+        code_configuration=None
+        if spec.server == "openai"
+        else CodeConfiguration(
             code=str(Path(base_dir or Path.cwd(), spec.code_dir)),
             scoring_script=spec.scoring_script,
         ),

@@ -56,6 +56,7 @@ class GenerationEngine:
     def __init__(self, lm: LoadedModel, *, max_batch_size: int = 16, max_queue: int = 64) -> None:
         self.lm = lm
         self.max_batch_size = max_batch_size
+        self.active_rows = 0  # rows in the running batch, as of the last step (for metrics)
         self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._loop, name="decode-loop", daemon=True)
         self._thread.start()
@@ -84,6 +85,7 @@ class GenerationEngine:
                     _fail(row, error)
                 for row in batch.step() if len(batch) else ():
                     _resolve(row)
+                self.active_rows = len(batch)  # before the loop may block on an empty queue
             except Exception as error:  # a failed step must not kill the loop or strand callers
                 log.exception("decode step failed; failing the %d rows in the batch", len(batch))
                 for row in batch.rows:
@@ -248,5 +250,9 @@ def plain_generate(
     text, stopped = cut_at_stop(text, params.stop)
     ended = ended or stopped
     return Generation(
-        stream.finish(text), "stop" if ended else "length", len(prompt_ids), len(tokens)
+        stream.finish(text),
+        "stop" if ended else "length",
+        len(prompt_ids),
+        len(tokens),
+        token_ids=tuple(tokens),
     )

@@ -9,8 +9,9 @@ original status and the server's message.
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +115,46 @@ class ScoringClient:
         body = {"prompt": prompt} if messages is None else {"messages": messages}
         return self.score({"task": "generate", **body, **params})
 
+    def stream_generate(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        **params: Any,
+    ) -> Iterator[dict[str, Any]]:
+        """Pattern 1, streamed: yields ``{"text": piece}`` as tokens are decoded, then a last
+        event with ``finish_reason`` and ``usage``.
+
+        Refusals before the first event (limits, a full queue) raise ``ScoringError`` and are
+        retried like :meth:`score`; an error after it arrives as an ``error`` event and raises.
+        Closing the iterator early closes the connection, which stops the generation.
+        """
+        body = {"prompt": prompt} if messages is None else {"messages": messages}
+        payload = {"task": "generate", **body, **params, "stream": True}
+        call = retry(
+            retry=retry_if_exception(_should_retry),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            reraise=True,
+        )(self._open_stream)
+        response = call(payload)
+        with response:
+            for event, data in _server_sent_events(response):
+                if event == "error":
+                    raise ScoringError(
+                        data["error"]["status"], data["error"]["message"], data["error"]["details"]
+                    )
+                yield data
+
+    def _open_stream(self, payload: dict[str, Any]) -> requests.Response:
+        response = self.session.post(
+            self.url, json=payload, headers=self._headers(), timeout=self.timeout_s, stream=True
+        )
+        if response.status_code != 200:
+            response.close()
+            raise error_from_response(response)
+        return response
+
     def analyze(self, text: str | list[str], *, top_k: int = 5) -> dict[str, Any]:
         """Pattern 2: one text (returns its analysis) or a list (returns ``{"results": [...]}``)."""
         key = "text" if isinstance(text, str) else "texts"
@@ -136,15 +177,36 @@ class ScoringClient:
         hinted = error.retry_after if isinstance(error, ScoringError) else None
         return max(backoff, hinted or 0.0)
 
-    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self.token_provider is not None:
+            # Asked per request: the provider caches the token and refreshes it before expiry.
             headers["Authorization"] = f"Bearer {self.token_provider()}"
         if self.deployment:
             headers[DEPLOYMENT_HEADER] = self.deployment
+        return headers
+
+    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
         response = self.session.post(
-            self.url, json=payload, headers=headers, timeout=self.timeout_s
+            self.url, json=payload, headers=self._headers(), timeout=self.timeout_s
         )
         if response.status_code != 200:
             raise error_from_response(response)
         return response.json()
+
+
+def _server_sent_events(response: requests.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(event name, JSON data)`` per server-sent event; comments (keep-alive pings) skipped."""
+    event, data = "message", []
+    for line in response.iter_lines(decode_unicode=True):
+        if line:
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                event = value
+            elif field == "data":
+                data.append(value)
+            continue
+        if data:
+            yield event, json.loads("\n".join(data))
+        event, data = "message", []

@@ -54,6 +54,7 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     queue_wait_s: float = 0.0  # from submission to the prefill that admitted it
+    token_ids: tuple[int, ...] = ()  # the sampled ids (may run past a stop string's cut)
 
 
 def _stop_prefix(text: str, stop: tuple[str, ...]) -> int:
@@ -150,7 +151,12 @@ class Row:
         assert self.finish_reason is not None
         wait = (self.admitted or self.created) - self.created
         return Generation(
-            self.text, self.finish_reason, len(self.prompt_ids), len(self.generated), wait
+            self.text,
+            self.finish_reason,
+            len(self.prompt_ids),
+            len(self.generated),
+            wait,
+            tuple(self.generated),
         )
 
 

@@ -1,7 +1,9 @@
-"""Run the real Azure ML inference server on the entry script, locally, as a managed context.
+"""Run either real server locally on a free loopback port, as a managed context.
 
-The demo, the HTTP tests and the benchmarks all start the server this way, with the same
-environment variables a deployment sets, so what they exercise is what an endpoint runs.
+``LocalServer``: the Azure ML inference server on the entry script; ``LocalOpenAIServer``: the
+OpenAI-compatible server (``python -m scoring.serve``). The demo, the HTTP tests and the
+benchmarks all start them this way, with the same environment variables a deployment sets, so
+what they exercise is what an endpoint runs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def free_port() -> int:
 
 class LocalServer:
     """``azmlinfsrv`` serving ``scoring/score.py`` on a free loopback port."""
+
+    name = "azmlinfsrv"
+    ready_path = "/"
 
     def __init__(
         self,
@@ -67,19 +72,21 @@ class LocalServer:
         env.update(self.extra_env)
         return env
 
-    def start(self) -> LocalServer:
-        self._app_root = tempfile.mkdtemp(prefix="azmlinfsrv-")
-        self.log_path = self.log_path or Path(self._app_root) / "server.log"
-        command = [
+    def command(self) -> list[str]:
+        return [
             str(Path(sys.executable).with_name("azmlinfsrv")),
             "--entry_script",
             str(ENTRY_SCRIPT),
             "--port",
             str(self.port),
         ]
+
+    def start(self) -> LocalServer:
+        self._app_root = tempfile.mkdtemp(prefix="azmlinfsrv-")
+        self.log_path = self.log_path or Path(self._app_root) / "server.log"
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
-                command,
+                self.command(),
                 env=self._environment(),
                 cwd=self._app_root,
                 stdout=log,
@@ -94,19 +101,19 @@ class LocalServer:
             assert self._process is not None
             if self._process.poll() is not None:
                 raise RuntimeError(
-                    f"azmlinfsrv exited with {self._process.returncode}:\n{self.log_tail()}"
+                    f"{self.name} exited with {self._process.returncode}:\n{self.log_tail()}"
                 )
             if self.healthy():
                 return
             time.sleep(0.5)
         self.stop()
         raise TimeoutError(
-            f"azmlinfsrv not healthy after {self.startup_timeout_s} s:\n{self.log_tail()}"
+            f"{self.name} not healthy after {self.startup_timeout_s} s:\n{self.log_tail()}"
         )
 
     def healthy(self) -> bool:
         try:
-            return requests.get(self.url + "/", timeout=2).status_code == 200
+            return requests.get(self.url + self.ready_path, timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
@@ -137,3 +144,23 @@ class LocalServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class LocalOpenAIServer(LocalServer):
+    """``python -m scoring.serve`` (the OpenAI-compatible server) on a free loopback port."""
+
+    name = "scoring.serve"
+    ready_path = "/ready"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "scoring.serve",
+            "--model-dir",
+            str(self.model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]

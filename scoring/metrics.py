@@ -66,6 +66,7 @@ class MetricsRecorder:
     model: str
     perplexity_sample: float = 0.0
     meter_provider: Any = None
+    prometheus: PrometheusMetrics | None = None
     _instruments: dict[str, Any] = field(default_factory=dict, repr=False)
     _random: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -93,6 +94,8 @@ class MetricsRecorder:
     def record(self, metrics: RequestMetrics) -> None:
         """Emit one request's metrics."""
         log.info(json.dumps(metrics.as_record(self.model), sort_keys=True))
+        if self.prometheus is not None:
+            self.prometheus.observe(self.model, metrics)
         if not self._instruments:
             return
         attrs = {"pattern": metrics.pattern or "unknown", "status": metrics.status}
@@ -121,6 +124,62 @@ class MetricsRecorder:
         if connection:
             provider = _export_to_app_insights(connection)
         return cls(model, min(max(sample, 0.0), 1.0), provider)
+
+
+class PrometheusMetrics:
+    """The same per-request figures as Prometheus series, for servers that expose ``/metrics``.
+
+    Names follow Prometheus conventions (base units, ``_total`` counters); the gauges read the
+    engine's queue and running batch at scrape time.
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        labels = ["model", "pattern", "status"]
+        reg = self.registry
+        self.requests = Counter("scoring_requests", "answered requests", labels, registry=reg)
+        self.latency = Histogram(
+            "scoring_request_duration_seconds",
+            "time from arrival to the last byte of the answer",
+            labels,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=reg,
+        )
+        self.queue_wait = Histogram(
+            "scoring_queue_wait_seconds",
+            "time before the model took the request",
+            labels,
+            registry=reg,
+        )
+        self.tokens = Counter(
+            "scoring_tokens", "tokens read and written", [*labels, "direction"], registry=reg
+        )
+        self.queued = Gauge("scoring_queue_depth", "requests waiting for the engine", registry=reg)
+        self.active = Gauge("scoring_active_rows", "rows in the running batch", registry=reg)
+
+    def observe(self, model: str, m: RequestMetrics) -> None:
+        key = {"model": model, "pattern": m.pattern or "unknown", "status": str(m.status)}
+        self.requests.labels(**key).inc()
+        self.latency.labels(**key).observe(m.latency_ms / 1000)
+        if m.queue_wait_ms is not None:
+            self.queue_wait.labels(**key).observe(m.queue_wait_ms / 1000)
+        if m.tokens_in:
+            self.tokens.labels(**key, direction="in").inc(m.tokens_in)
+        if m.tokens_out:
+            self.tokens.labels(**key, direction="out").inc(m.tokens_out)
+
+    def watch(self, service: Any) -> None:
+        """Read the queue depth and the running rows from the service's engine at scrape time."""
+        engine = getattr(service, "engine", None)
+        self.queued.set_function(lambda: float(getattr(engine, "queued", 0)))
+        self.active.set_function(lambda: float(getattr(engine, "active_rows", 0)))
+
+    def exposition(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 def app_insights_connection(env: Mapping[str, str]) -> str | None:

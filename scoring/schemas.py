@@ -49,6 +49,11 @@ class GenerateRequest(_Request):
     seed: int | None = Field(
         default=None, ge=0, le=SEED_MAX, description="same seed and parameters, same text"
     )
+    stream: bool = Field(
+        default=False,
+        description="answer text/event-stream: one event per decoded piece, then a final "
+        "event with finish_reason and usage",
+    )
 
     @field_validator("stop", mode="before")
     @classmethod

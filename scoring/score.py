@@ -1,7 +1,8 @@
 """Entry script for the Azure ML inference server (``azmlinfsrv``).
 
-``init()`` loads the model once per worker process; ``run()`` answers ``POST /score``. Client
-errors are *returned* with their own status: anything raised here becomes an opaque 500.
+``init()`` loads the model once per worker process; ``run()`` answers ``POST /score``, streamed
+as server-sent events when the body says ``"stream": true``. Client errors are *returned* with
+their own status: anything raised here becomes an opaque 500.
 
     azmlinfsrv --entry_script scoring/score.py --port 5001
 """
@@ -24,7 +25,7 @@ from scoring.metrics import MetricsRecorder
 from scoring.model import load_model
 from scoring.redaction import Capture
 from scoring.schemas import openapi_document
-from scoring.service import ClientError, ScoringService
+from scoring.service import ClientError, ScoreStream, ScoringService
 from scoring.settings import ScoringSettings
 
 log = logging.getLogger("scoring")
@@ -78,4 +79,9 @@ def run(request: AMLRequest) -> AMLResponse:
         reply = ClientError(503, "model not loaded", headers={"Retry-After": "5"}).reply()
     else:
         reply = service.handle(request.get_data(cache=False))
+    if isinstance(reply, ScoreStream):
+        # A generator body streams through the server (gthread workers flush each event);
+        # when the client goes away the server closes it, which cancels the generation.
+        headers = {"Content-Type": reply.media_type, **reply.headers}
+        return AMLResponse(iter(reply), 200, headers)
     return AMLResponse(reply.body, reply.status, reply.headers, json_str=True)

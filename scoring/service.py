@@ -10,15 +10,16 @@ import json
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from scoring.analysis import TokenScores, bucket_counts, perplexity, score_tokens
 from scoring.batching import GenerationEngine, SerialEngine
 from scoring.engine import CancelledError, DeadlineExceededError, Job, QueueFullError
-from scoring.generation import SamplingParams
+from scoring.generation import Generation, SamplingParams
 from scoring.metrics import MetricsRecorder, RequestMetrics, pooled
 from scoring.model import LoadedModel
 from scoring.redaction import Capture
@@ -36,6 +37,7 @@ from scoring.schemas import (
     Usage,
 )
 from scoring.settings import Pattern, ScoringSettings
+from scoring.streaming import Event, Failed, Finished, GenerationStream, Piece
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,19 @@ class Reply:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Call:
+    """One request as :meth:`ScoringService.begin` starts it; the front door fills it in."""
+
+    trace: RequestMetrics
+    payload: dict[str, Any] | None = None
+    reply: Reply = field(default_factory=lambda: Reply(500, {"error": "no reply"}))
+    started: float = field(default_factory=time.perf_counter)
+
+    def fail(self, error: ClientError) -> None:
+        self.reply, self.trace.error = error.reply(), error.message
 
 
 class ClientError(Exception):
@@ -129,34 +144,47 @@ class ScoringService:
         # One forward pass at a time: analysis batches are already as wide as the request.
         self._analysis_gate = _Gate(active=1, waiting=settings.max_queue)
 
-    def handle(self, body: bytes, job: Job | None = None) -> Reply:
+    def handle(self, body: bytes, job: Job | None = None) -> Reply | ScoreStream:
         """Answer one ``POST /score`` body; record its metrics, capture it when enabled.
 
         ``job`` carries the request's deadline from arrival and its cancellation (the front door
-        sets it when the client goes away); by default the deadline starts now.
+        sets it when the client goes away); by default the deadline starts now. A generate
+        request with ``"stream": true`` that passes every check gets a :class:`ScoreStream`
+        (its first event already read, so a refusal is still a JSON 4xx).
         """
-        start = time.perf_counter()
         job = job if job is not None else self.new_job()
-        trace = RequestMetrics()
-        payload: dict[str, Any] | None = None
+        call = self.begin()
         try:
-            payload = self._parse(body)
-            pattern = self._pattern_of(payload)
-            trace.pattern = pattern.value
+            call.payload = self._parse(body)
+            pattern = self._pattern_of(call.payload)
+            call.trace.pattern = pattern.value
             if pattern is Pattern.GENERATE:
-                request = _validate(GenerateRequest, payload)
-                result: BaseModel = self.generate(request, trace, job)
+                request = _validate(GenerateRequest, call.payload)
+                if request.stream:
+                    return ScoreStream.open(self, call, request, job)
+                result: BaseModel = self.generate(request, call.trace, job)
             else:
-                result = self.analyze(_validate(AnalyzeRequest, payload), trace)
-            reply = Reply(200, result.model_dump())
+                result = self.analyze(_validate(AnalyzeRequest, call.payload), call.trace)
+            call.reply = Reply(200, result.model_dump())
         except ClientError as error:
-            reply = error.reply()
-            trace.error = error.message
-        trace.status, trace.latency_ms = reply.status, (time.perf_counter() - start) * 1000
+            call.fail(error)
+        self.end(call)
+        return call.reply
+
+    def begin(self, pattern: str | None = None) -> Call:
+        """Start timing one call; :meth:`end` records it. Every front door (``/score``, the
+        OpenAI routes, streams) answers between the two, so limits, metrics and capture are the
+        same whichever door a request came through."""
+        return Call(trace=RequestMetrics(pattern=pattern))
+
+    def end(self, call: Call) -> None:
+        """Record the call's metrics and capture it (redacted) when capture is enabled."""
+        trace = call.trace
+        trace.status = call.reply.status
+        trace.latency_ms = (time.perf_counter() - call.started) * 1000
         self.metrics.record(trace)
-        if self.capture is not None and payload is not None:
-            self.capture.record(payload, reply.body)  # redacts before anything is written
-        return reply
+        if self.capture is not None and call.payload is not None:
+            self.capture.record(call.payload, call.reply.body)  # redacts before writing
 
     def new_job(self, **kwargs: object) -> Job:
         """A job whose deadline is this deployment's request timeout from now (arrival)."""
@@ -220,44 +248,93 @@ class ScoringService:
     def generate(
         self, request: GenerateRequest, trace: RequestMetrics | None = None, job: Job | None = None
     ) -> GenerateResponse:
-        assert self.engine is not None
         trace = trace if trace is not None else RequestMetrics()
         job = job if job is not None else self.new_job()
-        ids = self._prompt_ids(request)
+        ids, params = self.prepare_generation(request, trace)
+        try:
+            result = self.engine_for_generation().submit(ids, params, job)
+        except Exception as error:
+            raise self.refusal(error) from None
+        return self.finish_generation(ids, result, trace)
+
+    def stream(
+        self, request: GenerateRequest, trace: RequestMetrics | None = None, job: Job | None = None
+    ) -> GenerationStream:
+        """Start a generation whose text arrives piece by piece; limits are checked first.
+
+        The caller reads the first event before it commits to a streamed 200: an engine refusal
+        (queue full) is then still a plain JSON 4xx (see :meth:`refusal`).
+        """
+        trace = trace if trace is not None else RequestMetrics()
+        job = job if job is not None else self.new_job()
+        ids, params = self.prepare_generation(request, trace)
+        return GenerationStream(self.engine_for_generation(), ids, params, job)
+
+    def engine_for_generation(self) -> GenerationEngine | SerialEngine:
+        if self.engine is None:
+            raise ClientError(400, "this deployment does not serve 'generate'")
+        return self.engine
+
+    def refusal(self, error: BaseException) -> ClientError:
+        """The reply for an engine error: retry later when busy or late, else a plain failure."""
+        if isinstance(error, ClientError):
+            return error
+        if isinstance(error, QueueFullError):
+            return _retry_later(429, f"generation queue is full ({error}); retry later")
+        if isinstance(error, DeadlineExceededError):
+            return _retry_later(503, f"generation did not finish in time: {error}")
+        if isinstance(error, CancelledError):
+            return ClientError(CLIENT_CLOSED, f"cancelled: {error}")
+        log.error("generation failed: %s: %s", type(error).__name__, error)
+        return ClientError(500, f"generation failed: {type(error).__name__}")
+
+    def prepare_generation(
+        self,
+        request: GenerateRequest,
+        trace: RequestMetrics,
+        *,
+        fit_to_context: bool = False,
+    ) -> tuple[list[int], SamplingParams]:
+        """Prompt ids and sampling parameters, every limit checked before any model work.
+
+        ``fit_to_context``: the client named no length, so generate at most what still fits
+        (OpenAI's default) instead of refusing ``max_new_tokens`` that would not.
+        """
+        ids = self.prompt_ids(request)
         trace.tokens_in = len(ids)
         field_name = "prompt" if request.prompt is not None else "messages"
         self._check_length(field_name, len(ids))
-        if request.max_new_tokens > self.settings.max_new_tokens:
+        max_new = request.max_new_tokens
+        if fit_to_context:
+            max_new = max(1, min(max_new, self.lm.context_length - len(ids)))
+        if max_new > self.settings.max_new_tokens:
             raise _field_error(
                 422,
                 "max_new_tokens",
-                f"{request.max_new_tokens} exceeds this deployment's limit of "
-                f"{self.settings.max_new_tokens}",
+                f"{max_new} exceeds this deployment's limit of {self.settings.max_new_tokens}",
             )
-        if len(ids) + request.max_new_tokens > self.lm.context_length:
+        if len(ids) + max_new > self.lm.context_length:
             raise _field_error(
                 422,
                 "max_new_tokens",
                 f"prompt ({len(ids)} tokens) + max_new_tokens "
-                f"({request.max_new_tokens}) exceeds the model's context of "
+                f"({max_new}) exceeds the model's context of "
                 f"{self.lm.context_length} tokens",
             )
         params = SamplingParams(
-            request.max_new_tokens,
+            max_new,
             request.temperature,
             request.top_p,
             request.top_k,
             tuple(request.stop),
             request.seed,
         )
-        try:
-            result = self.engine.submit(ids, params, job)
-        except QueueFullError as error:
-            raise _retry_later(429, f"generation queue is full ({error}); retry later") from None
-        except DeadlineExceededError as error:
-            raise _retry_later(503, f"generation did not finish in time: {error}") from None
-        except CancelledError as error:
-            raise ClientError(CLIENT_CLOSED, f"cancelled: {error}") from None
+        return ids, params
+
+    def finish_generation(
+        self, ids: list[int], result: Generation, trace: RequestMetrics
+    ) -> GenerateResponse:
+        """The response for a finished generation; fills the trace, samples its perplexity."""
         trace.tokens_out, trace.finish_reason = result.completion_tokens, result.finish_reason
         trace.queue_wait_ms = result.queue_wait_s * 1000
         wanted, trace.perplexity_skipped = self.metrics.wants_generated_perplexity()
@@ -276,7 +353,7 @@ class ScoringService:
             ),
         )
 
-    def _prompt_ids(self, request: GenerateRequest) -> list[int]:
+    def prompt_ids(self, request: GenerateRequest) -> list[int]:
         tokenizer = self.lm.tokenizer
         if request.prompt is not None:
             return tokenizer(request.prompt).input_ids
@@ -315,24 +392,39 @@ class ScoringService:
                 f"{request.top_k} exceeds this deployment's limit of {self.settings.max_top_k}",
             )
         batch = [self.lm.tokenizer(t).input_ids for t in texts]
-        for i, ids in enumerate(batch):
-            self._check_length("text" if request.text is not None else f"texts.{i}", len(ids))
+        fields = ["text"] if request.text is not None else [f"texts.{i}" for i in range(len(texts))]
+        results = self.analyze_ids(batch, request.top_k, trace, fields)
+        return results[0] if request.text is not None else AnalyzeBatchResponse(results=results)
+
+    def analyze_ids(
+        self,
+        batch: list[list[int]],
+        top_k: int,
+        trace: RequestMetrics,
+        fields: list[str],
+        total_field: str = "texts",
+    ) -> list[TextAnalysis]:
+        """Score token ids (one list per text) within the deployment's limits.
+
+        ``fields`` name each text, ``total_field`` the whole request, in a 413.
+        """
+        for name, ids in zip(fields, batch, strict=True):
+            self._check_length(name, len(ids))
         total = sum(map(len, batch))
         if total > self.settings.max_total_tokens:
             raise _field_error(
                 413,
-                "texts",
+                total_field,
                 f"{total} tokens in all; the limit is {self.settings.max_total_tokens}",
             )
         queued = time.perf_counter()
         with self._analysis_gate:
             trace.queue_wait_ms = (time.perf_counter() - queued) * 1000
-            scores = self._score(batch, request.top_k)
+            scores = self._score(batch, top_k)
         trace.texts, trace.tokens_in, trace.tokens_out = len(batch), total, 0
         trace.mean_logprob, trace.perplexity = pooled([s.logprobs.tolist() for s in scores])
         trace.rank_buckets = bucket_counts([r for s in scores for r in s.ranks.tolist()])
-        results = [self._describe(s) for s in scores]
-        return results[0] if request.text is not None else AnalyzeBatchResponse(results=results)
+        return [self._describe(s) for s in scores]
 
     def _score(self, batch: list[list[int]], top_k: int) -> list[TokenScores]:
         chunk, compiled = self.settings.analysis_chunk_tokens, self.settings.compile_analysis
@@ -366,6 +458,86 @@ class ScoringService:
             buckets=bucket_counts(ranks),
         )
         return TextAnalysis(tokens=tokens, summary=summary)
+
+
+class ScoreStream:
+    """A streamed ``/score`` generation as server-sent events, for either front door.
+
+    ``data: {"text": piece}`` per decoded piece, then ``data: {"text": "", "finish_reason",
+    "usage"}``; an engine error after the first piece ends the stream with
+    ``event: error`` and the usual error body. Closing it early (the client went away) cancels
+    the generation.
+    """
+
+    media_type: ClassVar[str] = "text/event-stream"
+    # no-cache and no proxy buffering: each event must leave as soon as it is decoded
+    headers: ClassVar[dict[str, str]] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+    def __init__(
+        self, service: ScoringService, call: Call, stream: GenerationStream, first: Event
+    ) -> None:
+        self.service, self.call, self.stream, self.first = service, call, stream, first
+        self._ids = stream.prompt_ids
+        self._done = self._recorded = False
+
+    @classmethod
+    def open(
+        cls, service: ScoringService, call: Call, request: GenerateRequest, job: Job | None = None
+    ) -> ScoreStream:
+        stream = service.stream(request, call.trace, job)
+        first = stream.next_event()
+        if isinstance(first, Failed):
+            raise service.refusal(first.error)
+        return cls(service, call, stream, first)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            event = self.first
+            while True:
+                yield self._encode(event)
+                if not isinstance(event, Piece):
+                    break
+                event = self.stream.next_event()
+        finally:
+            self.close()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            event = self.first
+            while True:
+                yield self._encode(event)
+                if not isinstance(event, Piece):
+                    break
+                event = await self.stream.anext_event()
+        finally:
+            self.close()
+
+    def _encode(self, event: Event) -> bytes:
+        if isinstance(event, Piece):
+            return sse({"text": event.text})
+        self._done = True
+        if isinstance(event, Finished):
+            response = self.service.finish_generation(self._ids, event.result, self.call.trace)
+            self.call.reply = Reply(200, response.model_dump())
+            return sse({**response.model_dump(), "text": ""})
+        self.call.fail(self.service.refusal(event.error))
+        return sse(self.call.reply.body, event="error")
+
+    def close(self) -> None:
+        """End of stream, or the client went away: stop the engine's work, record the call."""
+        if not self._done:
+            self._done = True
+            self.stream.cancel()
+            self.call.fail(ClientError(CLIENT_CLOSED, "the client closed the stream"))
+        if not self._recorded:
+            self._recorded = True
+            self.service.end(self.call)
+
+
+def sse(data: dict[str, Any], event: str | None = None) -> bytes:
+    """One server-sent event."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 def _engine(lm: LoadedModel, settings: ScoringSettings) -> GenerationEngine | SerialEngine:

@@ -15,6 +15,7 @@ from delivery.stackconfig import (
     EnvironmentConfig,
     ModelConfig,
     StackConfigError,
+    read_server_environment,
     read_stack_config,
     write_stack_config,
 )
@@ -136,8 +137,14 @@ def test_promotion_copies_the_same_bytes_to_the_same_version(
     prod = workspaces["mlw-byom-prod"]
     assert list(prod.models) == [(model.name, model.version)]
     assert prod.models[(model.name, model.version)].tags["contentHash"] == model.content_hash
-    assert list(prod.environments) == [(environment.name, environment.version)]
+    server = read_server_environment(project / "Pulumi.dev.yaml")
+    assert server is not None  # `register` records the OpenAI server's image too
+    assert list(prod.environments) == [
+        (environment.name, environment.version),
+        (server.name, server.version),
+    ]
     assert read_stack_config(project / "Pulumi.prod.yaml") == (model, environment)
+    assert read_server_environment(project / "Pulumi.prod.yaml") == server
     text = (project / "Pulumi.prod.yaml").read_text()
     assert text.startswith(PROD_STACK)  # comments and other keys kept
     # promoting again is a no-op for prod's assets

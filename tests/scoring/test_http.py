@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -127,3 +128,29 @@ def test_a_pattern_not_served_is_refused_with_400(analyze_only: LocalServer) -> 
     assert response.status_code == 400
     assert "does not serve 'generate'" in response.json()["error"]["message"]
     assert post(analyze_only, {"text": "Hello there"}).status_code == 200
+
+
+def test_a_streamed_generation_arrives_piece_by_piece(server: LocalServer) -> None:
+    client = ScoringClient(server.url + "/score")
+    prompt = "Count from one to one thousand in words: one, two, three,"
+    whole = client.generate(prompt, max_new_tokens=48)
+    start = time.monotonic()
+    arrivals, events = [], []
+    for event in client.stream_generate(prompt, max_new_tokens=48):
+        arrivals.append(time.monotonic() - start)
+        events.append(event)
+    assert "".join(e["text"] for e in events) == whole["text"]
+    assert events[-1]["finish_reason"] == whole["finish_reason"]
+    assert events[-1]["usage"] == whole["usage"]
+    assert whole["usage"]["completion_tokens"] > 10, whole
+    assert len(events) > 10  # one event per decoded piece, then the final one
+    # The first piece is out after the prefill, long before the 48th token.
+    assert arrivals[0] < arrivals[-1] / 3, (arrivals[0], arrivals[-1])
+
+
+def test_a_stream_refused_before_its_first_token_is_plain_json(server: LocalServer) -> None:
+    response = post(server, {"prompt": "Hello", "max_new_tokens": 1000, "stream": True})
+    assert response.status_code == 422
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json()["error"]["details"][0]["field"] == "max_new_tokens"
+    assert_still_serving(server)
