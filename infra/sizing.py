@@ -26,6 +26,29 @@ if TYPE_CHECKING:
 LOAD_SECONDS_PER_GB = 20
 # Container start, imports, CUDA context and the warm-up generation in init().
 STARTUP_BASE_SECONDS = 90
+# vLLM's own start-up on top of that (SCORING_ENGINE=vllm, the image's default engine): spawn
+# the engine-core process, profile a forward pass, torch.compile the model, allocate the KV cache.
+# Measured on the demo model on this project's 2-core CPU machine: see docs/performance.md
+# ("vLLM start-up"); the slowest start seen there, rounded up. Not measured on a GPU SKU.
+VLLM_STARTUP_SECONDS = 270
+# CPU SKUs: what the OS, the server and the engine's own buffers keep, outside weights and cache.
+CPU_RUNTIME_RESERVE_GB = 4
+# GPU SKUs: vLLM's default share of GPU memory (weights, activations and the KV cache).
+GPU_MEMORY_UTILIZATION = 0.9
+# Memory of the CPU SKUs a stack may name for a CPU deployment (Azure VM sizes, GiB).
+CPU_INSTANCE_MEMORY_GB = {
+    "Standard_DS2_v2": 7,
+    "Standard_DS3_v2": 14,
+    "Standard_DS4_v2": 28,
+    "Standard_DS5_v2": 56,
+    "Standard_F4s_v2": 8,
+    "Standard_F8s_v2": 16,
+    "Standard_F16s_v2": 32,
+    "Standard_F32s_v2": 64,
+    "Standard_E4s_v3": 32,
+    "Standard_E8s_v3": 64,
+    "Standard_E16s_v3": 128,
+}
 # Prompt processing and response serialisation on top of decoding.
 PREFILL_MARGIN_SECONDS = 10
 # The package answers 503 this long before the endpoint would cut the request with a 408.
@@ -52,9 +75,10 @@ class StartupBudget:
         return max(GUNICORN_DEFAULT_TIMEOUT, self.load_seconds * 2)
 
 
-def startup_budget(model_size_gb: float) -> StartupBudget:
-    """The startup budget of a model of `model_size_gb` gigabytes of weights."""
-    return StartupBudget(math.ceil(STARTUP_BASE_SECONDS + model_size_gb * LOAD_SECONDS_PER_GB))
+def startup_budget(model_size_gb: float, engine: str = "vllm") -> StartupBudget:
+    """The startup budget of a model of `model_size_gb` gigabytes of weights on `engine`."""
+    base = STARTUP_BASE_SECONDS + (VLLM_STARTUP_SECONDS if engine == "vllm" else 0)
+    return StartupBudget(math.ceil(base + model_size_gb * LOAD_SECONDS_PER_GB))
 
 
 def request_timeout_ms(max_new_tokens: int, min_tokens_per_second: int) -> int:
@@ -85,6 +109,28 @@ def server_concurrency(max_concurrent_requests_per_instance: int) -> dict[str, s
     }
 
 
+def _is_gpu_sku(instance_type: str) -> bool:
+    """N-series VM families carry GPUs (NC: compute, ND: deep learning, NV: visualisation)."""
+    return instance_type.upper().removeprefix("STANDARD_").startswith(("NC", "ND", "NV"))
+
+
+def engine_memory(instance_type: str, model_size_gb: float | None) -> dict[str, str]:
+    """vLLM's memory settings for one replica on `instance_type`.
+
+    GPU: the share of GPU memory vLLM may take (weights and KV cache inside it). CPU: the KV
+    cache's size, half of what the VM keeps free once the runtime and the weights are counted.
+    The number of sequences it holds is SCORING_MAX_BATCH_SIZE (`server_concurrency`); the
+    context is the deployment's prompt plus new-token limits (scoring.engines).
+    """
+    if _is_gpu_sku(instance_type):
+        return {"SCORING_GPU_MEMORY_UTILIZATION": f"{GPU_MEMORY_UTILIZATION:g}"}
+    memory = CPU_INSTANCE_MEMORY_GB.get(instance_type)
+    if memory is None:
+        return {}  # an unlisted CPU SKU keeps the package default (SCORING_KV_CACHE_GIB)
+    free = memory - CPU_RUNTIME_RESERVE_GB - (model_size_gb or 0.0)
+    return {"SCORING_KV_CACHE_GIB": str(max(1, math.floor(free / 2)))}
+
+
 def derived_request_timeout_ms(
     max_new_tokens: int | None, min_tokens_per_second: int | None
 ) -> int:
@@ -95,7 +141,11 @@ def derived_request_timeout_ms(
 
 
 def probe_initial_delay_s(model_size_gb: float | None) -> int:
-    """When probes start: after the load estimate, or 10 minutes when the size is unknown."""
+    """When probes start: after the load estimate, or 10 minutes when the size is unknown.
+
+    The estimate assumes the image's default engine (vLLM, the slowest to start), whichever
+    engine a deployment pins: probes are set per endpoint, before the deployments are read.
+    """
     return 600 if model_size_gb is None else startup_budget(model_size_gb).probe_initial_delay_s
 
 
@@ -104,14 +154,17 @@ def server_env(
     request_timeout_ms: int,
     max_new_tokens: int | None,
     model_size_gb: float | None,
+    instance_type: str = "",
+    engine: str = "vllm",
 ) -> dict[str, str]:
-    """Server env vars derived from concurrency, timeout, token budget and model size."""
+    """Server env vars derived from concurrency, timeout, token budget, model size and SKU."""
     env = server_concurrency(max_concurrent_requests_per_instance)
+    env.update(engine_memory(instance_type, model_size_gb))
     env["SCORING_REQUEST_TIMEOUT_S"] = f"{scoring_deadline_s(request_timeout_ms):g}"
     if max_new_tokens:
         env["SCORING_MAX_NEW_TOKENS"] = str(max_new_tokens)
     if model_size_gb is not None:
-        env["WORKER_TIMEOUT"] = str(startup_budget(model_size_gb).worker_timeout_s)
+        env["WORKER_TIMEOUT"] = str(startup_budget(model_size_gb, engine).worker_timeout_s)
     return env
 
 
@@ -127,6 +180,9 @@ def resolve(
         timeout,
         deployment.max_new_tokens,
         model_size_gb,
+        deployment.instance_type,
+        # The image's default engine is vLLM; a deployment may pin another with SCORING_ENGINE.
+        deployment.environment_variables.get("SCORING_ENGINE", "vllm"),
     )
     resolved = deployment.model_copy(
         update={

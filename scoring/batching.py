@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from scoring.analysis import TokenScores, score_tokens
 from scoring.engine import DeadlineExceededError, Job, QueueFullError
 from scoring.generation import (
     DecodeBatch,
@@ -43,6 +44,26 @@ POLL_S = 0.1
 GRACE_S = 5.0
 
 
+class _TransformersAnalysis:
+    """Token analysis on the transformers weights the engine already holds (no second copy).
+
+    Runs in the caller's thread, one forward pass per request batch, next to the decode loop.
+    """
+
+    lm: LoadedModel
+    analysis_chunk: int
+    compile_analysis: bool
+    name: str
+    # One forward pass at a time: analysis batches are already as wide as the request.
+    analysis_slots = 1
+
+    def analyze(self, batch: list[list[int]], top_k: int, job: Job) -> list[TokenScores]:
+        error = job.stop_error()
+        if error is not None:  # waited past its budget, or the client left, before the pass
+            raise error
+        return score_tokens(self.lm, batch, top_k, self.analysis_chunk, self.compile_analysis)
+
+
 @dataclass(eq=False)
 class _Pending(Row):
     """A row with the future its caller waits on."""
@@ -50,11 +71,22 @@ class _Pending(Row):
     future: Future[Generation] = field(default_factory=Future)
 
 
-class GenerationEngine:
+class GenerationEngine(_TransformersAnalysis):
     """Thread-safe front of the decode loop; one per process, shared by all request threads."""
 
-    def __init__(self, lm: LoadedModel, *, max_batch_size: int = 16, max_queue: int = 64) -> None:
+    name = "continuous"
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        *,
+        max_batch_size: int = 16,
+        max_queue: int = 64,
+        analysis_chunk: int = 256,
+        compile_analysis: bool = True,
+    ) -> None:
         self.lm = lm
+        self.analysis_chunk, self.compile_analysis = analysis_chunk, compile_analysis
         self.max_batch_size = max_batch_size
         self.active_rows = 0  # rows in the running batch, as of the last step (for metrics)
         self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=max_queue)
@@ -150,15 +182,25 @@ def _await(future: Future[Generation], job: Job) -> Generation:
             raise DeadlineExceededError(f"no answer {GRACE_S:.0f} s past the deadline") from None
 
 
-class SerialEngine:
+class SerialEngine(_TransformersAnalysis):
     """The naive baseline: one request at a time, plain ``model.generate`` for each.
 
     Kept for benchmarks (``SCORING_ENGINE=serial``) and as a fallback for models whose cache
     does not support row-wise batching.
     """
 
-    def __init__(self, lm: LoadedModel, *, max_queue: int = 64) -> None:
+    name = "serial"
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        *,
+        max_queue: int = 64,
+        analysis_chunk: int = 256,
+        compile_analysis: bool = True,
+    ) -> None:
         self.lm = lm
+        self.analysis_chunk, self.compile_analysis = analysis_chunk, compile_analysis
         self._model_lock = threading.Lock()
         self._room = threading.BoundedSemaphore(max_queue + 1)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from scoring.analysis import TokenScores
 from scoring.generation import Generation, SamplingParams
 
 
@@ -67,11 +68,25 @@ class Job:
 
 
 class Engine(Protocol):
-    """What the service needs from a generation engine."""
+    """What the service needs from an engine: generation and token analysis on one model copy.
+
+    ``name`` is the ``SCORING_ENGINE`` value that selects it; ``analysis_slots`` is how many
+    analysis requests it runs at once (the service queues the rest).
+    """
+
+    name: str
+    analysis_slots: int
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, job: Job) -> Generation:
         """Generate for one prompt; blocks the calling thread until the result or an error.
 
         Raises :class:`QueueFullError`, :class:`DeadlineExceededError` or :class:`CancelledError`.
+        """
+        ...
+
+    def analyze(self, batch: list[list[int]], top_k: int, job: Job) -> list[TokenScores]:
+        """Each text's token log-probabilities, full-vocabulary ranks and top-k alternatives.
+
+        Raises the same errors as :meth:`submit`.
         """
         ...

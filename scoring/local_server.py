@@ -42,7 +42,8 @@ class LocalServer:
         *,
         env: dict[str, str] | None = None,
         threads: int = 8,
-        startup_timeout_s: float = 180.0,
+        # vLLM's start-up took up to 478 s on 2 heavily shared cores (docs/performance.md).
+        startup_timeout_s: float = 900.0,
         log_path: Path | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)

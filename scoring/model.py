@@ -8,11 +8,11 @@ because unpickling runs arbitrary code from the model's author.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,25 @@ class LoadedModel:
     @property
     def vocab_size(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the service needs of a model an engine loads itself (vLLM): no weights in this process.
+
+    ``source`` is the checked local folder or the hub id; ``revision`` pins a hub id.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    context_length: int
+    name: str
+    source: str
+    revision: str | None = None
+
+    def within(self, context_length: int) -> ModelInfo:
+        """The same model served with a shorter context (the engine's own limit)."""
+        return replace(self, context_length=min(context_length, self.context_length))
 
 
 def find_model_folder(root: Path) -> Path:
@@ -88,19 +107,52 @@ def _attention_implementation(device: torch.device) -> str:
     return "sdpa"
 
 
-def load_model(source: str, *, revision: str | None = None, device: str = "auto") -> LoadedModel:
-    """Load from a local folder (checked for safetensors) or a hub id pinned to ``revision``."""
+def _locate(source: str, revision: str | None) -> tuple[str, str | None]:
+    """A local folder (checked for safetensors; no revision) or the hub id and its revision."""
     path = Path(source).expanduser()
     if path.exists():
         path = find_model_folder(path)
         check_safetensors_only(path)
-        location, revision = str(path), None
-    else:
-        location = source
+        return str(path), None
+    return source, revision
+
+
+def _tokenizer(location: str, revision: str | None) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
+    if tokenizer.pad_token_id is None:
+        # Batching left-pads; any id works because padded positions are masked out.
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _context_length(config: object, tokenizer: PreTrainedTokenizerBase) -> int:
+    return int(getattr(config, "max_position_embeddings", 0) or tokenizer.model_max_length)
+
+
+def load_model_info(source: str, *, revision: str | None = None, device: str = "auto") -> ModelInfo:
+    """Tokenizer and config only, checked like :func:`load_model`, for an engine that loads
+    the weights itself."""
+    location, revision = _locate(source, revision)
+    tokenizer = _tokenizer(location, revision)
+    config = AutoConfig.from_pretrained(location, revision=revision)
+    return ModelInfo(
+        tokenizer,
+        pick_device(device),
+        _context_length(config, tokenizer),
+        name=Path(location).name,
+        source=location,
+        revision=revision,
+    )
+
+
+def load_model(source: str, *, revision: str | None = None, device: str = "auto") -> LoadedModel:
+    """Load from a local folder (checked for safetensors) or a hub id pinned to ``revision``."""
+    location, revision = _locate(source, revision)
     target = pick_device(device)
     dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
 
-    tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
+    tokenizer = _tokenizer(location, revision)
     model = AutoModelForCausalLM.from_pretrained(
         location,
         revision=revision,
@@ -109,11 +161,6 @@ def load_model(source: str, *, revision: str | None = None, device: str = "auto"
         attn_implementation=_attention_implementation(target),
     ).to(target)
     model.eval()
-    if tokenizer.pad_token_id is None:
-        # Batching left-pads; any id works because padded positions are masked out.
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-
-    context = int(getattr(model.config, "max_position_embeddings", 0) or tokenizer.model_max_length)
+    context = _context_length(model.config, tokenizer)
     log.info("loaded %s on %s (%s, context %d)", location, target, dtype, context)
     return LoadedModel(model, tokenizer, target, context, name=Path(location).name)

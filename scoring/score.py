@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 # The server loads this file by path; make the package importable wherever the code is mounted.
@@ -21,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
 
+from scoring.engines import open_model
 from scoring.metrics import MetricsRecorder
-from scoring.model import load_model
 from scoring.redaction import Capture
 from scoring.schemas import openapi_document
 from scoring.service import ClientError, ScoreStream, ScoringService
@@ -33,10 +34,12 @@ service: ScoringService | None = None
 
 
 def init() -> None:
-    """Load the model (``SCORING_MODEL_DIR`` or the ``AZUREML_MODEL_DIR`` mount), then warm it.
+    """Open the model on ``SCORING_ENGINE`` (``SCORING_MODEL_DIR`` or the ``AZUREML_MODEL_DIR``
+    mount), then warm it.
 
     The server reports ready only after this returns, so the warm-up generation runs before any
     traffic; a load failure is logged with its reason and fails the worker (the probes show it).
+    vLLM's engine core is a spawned process, which is why it starts here and not at import.
     """
     global service
     logging.basicConfig(level=os.environ.get("AZUREML_LOG_LEVEL", "INFO"))
@@ -44,21 +47,33 @@ def init() -> None:
     # so the per-request metric lines reach stderr (and the deployment's console log).
     logging.getLogger("scoring").setLevel(os.environ.get("SCORING_LOG_LEVEL", "INFO"))
     settings = ScoringSettings()
+    started = time.perf_counter()
     try:
-        lm = load_model(settings.model_source(), revision=settings.revision, device=settings.device)
+        opened = open_model(settings)
     except Exception as error:
         log.exception("model load failed: %s: %s", type(error).__name__, error)
         raise
+    lm = opened.lm
+    log.info(
+        "%s engine opened %s in %.1f s", settings.engine, lm.name, time.perf_counter() - started
+    )
     candidate = ScoringService(
         lm,
         settings,
+        engine=opened.engine,
         metrics=MetricsRecorder.from_environment(lm.name),
         capture=Capture.from_environment(),
     )
     log.info("warm-up done in %.2f s", candidate.warm_up())
     service = candidate
     _publish_openapi()
-    log.info("serving %s on %s: %s", lm.name, lm.device, sorted(settings.patterns))
+    log.info(
+        "serving %s on %s with the %s engine: %s",
+        lm.name,
+        lm.device,
+        settings.engine,
+        sorted(settings.patterns),
+    )
 
 
 def _publish_openapi() -> None:

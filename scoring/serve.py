@@ -39,9 +39,9 @@ from starlette.routing import Route
 
 from scoring import openai_api as oai
 from scoring.engine import Job
+from scoring.engines import open_model
 from scoring.generation import SamplingParams
 from scoring.metrics import MetricsRecorder, PrometheusMetrics, RequestMetrics
-from scoring.model import load_model
 from scoring.openai_api import ChatCompletionRequest, CompletionRequest, OpenAIError
 from scoring.redaction import Capture
 from scoring.service import Call, ClientError, Reply, ScoreStream, ScoringService
@@ -397,10 +397,12 @@ def service_loader(settings: ScoringSettings) -> Callable[[], ScoringService]:
     """Load, build and warm the service as ``score.py``'s ``init()`` does."""
 
     def load() -> ScoringService:
-        lm = load_model(settings.model_source(), revision=settings.revision, device=settings.device)
+        opened = open_model(settings)  # SCORING_ENGINE: vllm, continuous or serial
+        lm = opened.lm
         service = ScoringService(
             lm,
             settings,
+            engine=opened.engine,
             metrics=MetricsRecorder.from_environment(lm.name),
             capture=Capture.from_environment(),
         )

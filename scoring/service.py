@@ -16,12 +16,12 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from scoring.analysis import TokenScores, bucket_counts, perplexity, score_tokens
-from scoring.batching import GenerationEngine, SerialEngine
-from scoring.engine import CancelledError, DeadlineExceededError, Job, QueueFullError
+from scoring.analysis import TokenScores, bucket_counts, perplexity
+from scoring.engine import CancelledError, DeadlineExceededError, Engine, Job, QueueFullError
+from scoring.engines import transformers_engine
 from scoring.generation import Generation, SamplingParams
 from scoring.metrics import MetricsRecorder, RequestMetrics, pooled
-from scoring.model import LoadedModel
+from scoring.model import LoadedModel, ModelInfo
 from scoring.redaction import Capture
 from scoring.schemas import (
     AnalysisSummary,
@@ -126,13 +126,19 @@ class _Gate:
 
 
 class ScoringService:
-    """Both patterns over one loaded model, within the deployment's limits."""
+    """Both patterns over one model and one engine, within the deployment's limits.
+
+    ``engine`` comes from :func:`scoring.engines.open_model` (which honours ``SCORING_ENGINE``);
+    without one, the service runs the transformers weights in ``lm`` with this project's engine
+    (``serial`` when the settings say so, else ``continuous``).
+    """
 
     def __init__(
         self,
-        lm: LoadedModel,
+        lm: LoadedModel | ModelInfo,
         settings: ScoringSettings,
         *,
+        engine: Engine | None = None,
         metrics: MetricsRecorder | None = None,
         capture: Capture | None = None,
     ) -> None:
@@ -140,9 +146,8 @@ class ScoringService:
         self.metrics = metrics or MetricsRecorder(lm.name)
         self.capture = capture
         self.input_limit = min(settings.max_input_tokens, lm.context_length - 1)
-        self.engine = _engine(lm, settings) if Pattern.GENERATE in settings.patterns else None
-        # One forward pass at a time: analysis batches are already as wide as the request.
-        self._analysis_gate = _Gate(active=1, waiting=settings.max_queue)
+        self.engine: Engine = engine if engine is not None else _engine_for(lm, settings)
+        self._analysis_gate = _Gate(self.engine.analysis_slots, waiting=settings.max_queue)
 
     def handle(self, body: bytes, job: Job | None = None) -> Reply | ScoreStream:
         """Answer one ``POST /score`` body; record its metrics, capture it when enabled.
@@ -164,7 +169,7 @@ class ScoringService:
                     return ScoreStream.open(self, call, request, job)
                 result: BaseModel = self.generate(request, call.trace, job)
             else:
-                result = self.analyze(_validate(AnalyzeRequest, call.payload), call.trace)
+                result = self.analyze(_validate(AnalyzeRequest, call.payload), call.trace, job)
             call.reply = Reply(200, result.model_dump())
         except ClientError as error:
             call.fail(error)
@@ -198,10 +203,10 @@ class ScoringService:
         """
         start = time.perf_counter()
         ids = self.lm.tokenizer("Hello").input_ids or [0]
-        if self.engine is not None:
+        if Pattern.GENERATE in self.settings.patterns:
             self.engine.submit(ids, SamplingParams(1, 0.0, 1.0, 0, (), None), Job.within(300.0))
         if Pattern.ANALYZE in self.settings.patterns:
-            self._score([ids * 2], top_k=1)  # also compiles the analysis kernel
+            self._score([ids * 2], 1, Job.within(300.0))  # also compiles the analysis kernel
         return time.perf_counter() - start
 
     def _parse(self, body: bytes) -> dict[str, Any]:
@@ -270,8 +275,8 @@ class ScoringService:
         ids, params = self.prepare_generation(request, trace)
         return GenerationStream(self.engine_for_generation(), ids, params, job)
 
-    def engine_for_generation(self) -> GenerationEngine | SerialEngine:
-        if self.engine is None:
+    def engine_for_generation(self) -> Engine:
+        if Pattern.GENERATE not in self.settings.patterns:
             raise ClientError(400, "this deployment does not serve 'generate'")
         return self.engine
 
@@ -341,7 +346,7 @@ class ScoringService:
         if wanted and result.text:
             # Re-tokenized output: close to, not exactly, the sampled ids.
             out = self.lm.tokenizer(result.text, add_special_tokens=False).input_ids
-            [scores] = self._score([ids + out], top_k=0)
+            [scores] = self._score([ids + out], 0, self.new_job())
             _, trace.perplexity = pooled([scores.logprobs[len(ids) - 1 :].tolist()])
         return GenerateResponse(
             text=result.text,
@@ -375,9 +380,10 @@ class ScoringService:
     # Pattern 2 -----------------------------------------------------------------------------
 
     def analyze(
-        self, request: AnalyzeRequest, trace: RequestMetrics | None = None
+        self, request: AnalyzeRequest, trace: RequestMetrics | None = None, job: Job | None = None
     ) -> TextAnalysis | AnalyzeBatchResponse:
         trace = trace if trace is not None else RequestMetrics()
+        job = job if job is not None else self.new_job()
         texts = request.all_texts()
         if len(texts) > self.settings.max_batch_texts:
             raise _field_error(
@@ -393,7 +399,7 @@ class ScoringService:
             )
         batch = [self.lm.tokenizer(t).input_ids for t in texts]
         fields = ["text"] if request.text is not None else [f"texts.{i}" for i in range(len(texts))]
-        results = self.analyze_ids(batch, request.top_k, trace, fields)
+        results = self.analyze_ids(batch, request.top_k, trace, fields, job=job)
         return results[0] if request.text is not None else AnalyzeBatchResponse(results=results)
 
     def analyze_ids(
@@ -403,6 +409,7 @@ class ScoringService:
         trace: RequestMetrics,
         fields: list[str],
         total_field: str = "texts",
+        job: Job | None = None,
     ) -> list[TextAnalysis]:
         """Score token ids (one list per text) within the deployment's limits.
 
@@ -420,15 +427,22 @@ class ScoringService:
         queued = time.perf_counter()
         with self._analysis_gate:
             trace.queue_wait_ms = (time.perf_counter() - queued) * 1000
-            scores = self._score(batch, top_k)
+            scores = self._score(batch, top_k, job if job is not None else self.new_job())
         trace.texts, trace.tokens_in, trace.tokens_out = len(batch), total, 0
         trace.mean_logprob, trace.perplexity = pooled([s.logprobs.tolist() for s in scores])
         trace.rank_buckets = bucket_counts([r for s in scores for r in s.ranks.tolist()])
         return [self._describe(s) for s in scores]
 
-    def _score(self, batch: list[list[int]], top_k: int) -> list[TokenScores]:
-        chunk, compiled = self.settings.analysis_chunk_tokens, self.settings.compile_analysis
-        return score_tokens(self.lm, batch, top_k, chunk, compiled)
+    def _score(self, batch: list[list[int]], top_k: int, job: Job) -> list[TokenScores]:
+        """Token scores from whichever engine runs the model."""
+        try:
+            return self.engine.analyze(batch, top_k, job)
+        except QueueFullError as error:
+            raise _retry_later(429, f"analysis queue is full ({error}); retry later") from None
+        except DeadlineExceededError as error:
+            raise _retry_later(503, f"analysis did not finish in time: {error}") from None
+        except CancelledError as error:
+            raise ClientError(CLIENT_CLOSED, f"cancelled: {error}") from None
 
     def _describe(self, scores: TokenScores) -> TextAnalysis:
         logprobs, ranks = scores.logprobs.tolist(), scores.ranks.tolist()
@@ -540,12 +554,16 @@ def sse(data: dict[str, Any], event: str | None = None) -> bytes:
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _engine(lm: LoadedModel, settings: ScoringSettings) -> GenerationEngine | SerialEngine:
-    if settings.engine == "serial":
-        return SerialEngine(lm, max_queue=settings.max_queue)
-    return GenerationEngine(
-        lm, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue
-    )
+def _engine_for(lm: LoadedModel | ModelInfo, settings: ScoringSettings) -> Engine:
+    """This project's engine over weights already loaded; vLLM loads its own (open_model)."""
+    if not isinstance(lm, LoadedModel) or (
+        settings.engine == "vllm" and "engine" in settings.model_fields_set
+    ):
+        raise ValueError(
+            "SCORING_ENGINE=vllm loads the weights itself: build the service with "
+            "scoring.engines.open_model(settings)"
+        )
+    return transformers_engine(lm, settings)
 
 
 def _validate(model: type[M], payload: dict[str, Any]) -> M:

@@ -7,6 +7,7 @@ a parse, not a forward pass.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -14,6 +15,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+EngineName = Literal["vllm", "continuous", "serial"]
+
+
+def default_engine() -> EngineName:
+    """``vllm`` wherever it is installed, else this project's continuous-batching engine."""
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "continuous"
 
 
 class Pattern(StrEnum):
@@ -47,8 +55,10 @@ class ScoringSettings(BaseSettings):
     max_total_tokens: int = Field(default=16384, ge=16, description="tokens per request, all texts")
     max_top_k: int = Field(default=20, ge=0, le=100, description="alternatives per token")
 
-    engine: Literal["continuous", "serial"] = Field(
-        default="continuous", description="serial: one plain generate() at a time (baseline)"
+    engine: EngineName = Field(
+        default_factory=lambda: default_engine(),
+        description="vllm (default where installed) | continuous (this project's batching loop, "
+        "for models or machines vLLM does not support) | serial (plain generate(), the baseline)",
     )
     max_batch_size: int = Field(default=16, ge=1, description="generation requests per batch")
     max_queue: int = Field(default=64, ge=1, description="waiting requests before 429")
@@ -57,6 +67,17 @@ class ScoringSettings(BaseSettings):
         default=True, description="fuse the analysis kernel with torch.compile (eager fallback)"
     )
     analysis_chunk_tokens: int = Field(default=256, ge=1, description="positions per logits chunk")
+
+    # vLLM only (infra/sizing.py derives them from the instance type and the concurrency).
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="vLLM's context; default: prompt limit + new-token limit"
+    )
+    kv_cache_gib: float = Field(
+        default=2.0, gt=0, description="CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)"
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="GPU: fraction of GPU memory vLLM may use"
+    )
 
     @field_validator("patterns", mode="before")
     @classmethod

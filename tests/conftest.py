@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from scoring.engines import OpenedModel
     from scoring.model import LoadedModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,3 +96,28 @@ def tiny_lm(tiny_model_dir: Path) -> LoadedModel:
     from scoring.model import load_model
 
     return load_model(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def vllm_opened(demo_model_dir: Path) -> Iterator[OpenedModel]:
+    """One vLLM engine on the demo model for the whole session: it takes a minute or more to start.
+
+    Sized small (1 GiB of KV cache, 8 sequences) so it fits beside other work on a 2-core box.
+    """
+    pytest.importorskip("vllm")
+    from scoring.engines import open_model
+    from scoring.settings import ScoringSettings
+
+    settings = ScoringSettings(
+        engine="vllm",
+        model_dir=demo_model_dir,
+        device="cpu",
+        max_input_tokens=1024,
+        max_new_tokens=1024,
+        max_batch_size=8,
+        max_queue=8,
+        kv_cache_gib=1.0,
+    )
+    opened = open_model(settings)
+    yield opened
+    opened.engine.shutdown()  # type: ignore[attr-defined]

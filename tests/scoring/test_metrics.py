@@ -200,7 +200,11 @@ def test_capture_is_off_unless_the_deployment_enables_it() -> None:
 @pytest.mark.slow
 def test_real_server_warms_up_and_logs_metrics_and_redacted_capture(tiny_model_dir: Path) -> None:
     """azmlinfsrv: warm-up before ready, one JSON metrics line per request, capture redacted."""
-    env = {"SCORING_CAPTURE": "true", "SCORING_REDACT_FIELDS": "tokens"}
+    env = {
+        "SCORING_CAPTURE": "true",
+        "SCORING_REDACT_FIELDS": "tokens",
+        "SCORING_ENGINE": "continuous",  # metrics and capture sit above the engine
+    }
     with LocalServer(tiny_model_dir, env=env, threads=2) as server:
         url = server.url + "/score"
         ok = requests.post(url, json={"prompt": "mail x@y.org", "max_new_tokens": 3}, timeout=60)

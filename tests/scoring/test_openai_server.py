@@ -33,6 +33,9 @@ LIMITS = {
     "SCORING_MAX_NEW_TOKENS": "200",
     "SCORING_MAX_BATCH_SIZE": "2",
     "SCORING_MAX_QUEUE": "1",
+    # The front door is under test here; vLLM behind /score is covered by test_http and
+    # test_engines (each vLLM start costs minutes on this machine).
+    "SCORING_ENGINE": "continuous",
 }
 
 

@@ -396,7 +396,8 @@ def served(
     """The real server's analysis of TEXTS and the report the CLI wrote from that same answer."""
     report = tmp_path_factory.mktemp("report") / "report.html"
     out = io.StringIO()
-    with LocalServer(demo_model_dir, env={"SCORING_DEVICE": "cpu"}) as server, redirect_stdout(out):
+    env = {"SCORING_DEVICE": "cpu", "SCORING_ENGINE": "continuous"}  # the report is engine-blind
+    with LocalServer(demo_model_dir, env=env) as server, redirect_stdout(out):
         status = cli.main(
             ["--url", server.url + "/score", "--json", "analyze", *TEXTS, "--html", str(report)]
         )
