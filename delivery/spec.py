@@ -78,7 +78,8 @@ class DeploymentSpec:
     liveness_probe: ProbeSpec = field(default_factory=ProbeSpec)
     readiness_probe: ProbeSpec = field(default_factory=lambda: ProbeSpec(failure_threshold=3))
     environment_variables: Mapping[str, str] = field(default_factory=dict)
-    egress_public_network_access: str = "disabled"
+    egress_public_network_access: str | None = "disabled"
+    """None: not sent (a workspace managed network governs egress; the flag no longer applies)."""
     app_insights_enabled: bool = True
     data_collection: DataCollectionSpec = field(default_factory=DataCollectionSpec)
     # azmlinfsrv: Azure ML's inference server runs `scoring_script` from the code asset;
@@ -92,7 +93,7 @@ class DeploymentSpec:
             raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {self.server!r}")
         if self.instance_count < 1:
             raise ValueError(f"instance_count must be >= 1, got {self.instance_count}")
-        if self.egress_public_network_access not in ("enabled", "disabled"):
+        if self.egress_public_network_access not in ("enabled", "disabled", None):
             raise ValueError(
                 "egress_public_network_access must be 'enabled' or 'disabled', "
                 f"got {self.egress_public_network_access!r}"

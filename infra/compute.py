@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_azure_native import machinelearningservices as ml
@@ -29,6 +29,9 @@ class ComputeArgs:
     instance: ComputeInstanceSettings | None = None
     cluster: ClusterSettings | None = None
     cluster_name: str | None = None
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    """Grants the compute needs first (the managed network's approval: without it the compute
+    cannot reach storage, key vault and registry)."""
 
 
 class Compute(pulumi.ComponentResource):
@@ -56,7 +59,10 @@ class Compute(pulumi.ComponentResource):
         # it (they are create-time only), so any property change replaces the compute. The
         # names are fixed, so the old one must go first.
         replace = pulumi.ResourceOptions(
-            parent=self, replace_on_changes=["properties"], delete_before_replace=True
+            parent=self,
+            replace_on_changes=["properties"],
+            delete_before_replace=True,
+            depends_on=list(args.depends_on),
         )
 
         self.instance_name = None

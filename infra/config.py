@@ -74,11 +74,14 @@ STORAGE_SKUS = ("Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_GZRS")
 PATTERNS = ("generate", "analyze")
 AUTH_MODES = ("AADToken", "AMLToken", "Key")
 # Deployment metrics Azure Monitor autoscale can act on.
-AUTOSCALE_METRICS = (
-    "CpuUtilizationPercentage",
-    "CpuMemoryUtilizationPercentage",
-    "GpuUtilizationPercentage",
-    "GpuMemoryUtilizationPercentage",
+CPU_AUTOSCALE_METRICS = ("CpuUtilizationPercentage", "CpuMemoryUtilizationPercentage")
+GPU_AUTOSCALE_METRICS = ("GpuUtilizationPercentage", "GpuMemoryUtilizationPercentage")
+AUTOSCALE_METRICS = (*CPU_AUTOSCALE_METRICS, *GPU_AUTOSCALE_METRICS)
+# Targets the stack may reach through private endpoints (infra.network.platform_targets).
+PRIVATE_ENDPOINT_TARGETS = ("workspace", "blob", "file", "vault", "registry", "monitor")
+_REGISTRY_ID = re.compile(
+    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/"
+    r"Microsoft\.MachineLearningServices/registries/[A-Za-z0-9][A-Za-z0-9_-]{2,32}$"
 )
 # Metric alert windows Azure accepts (minutes).
 ALERT_WINDOWS = (1, 5, 15, 30, 60)
@@ -128,6 +131,16 @@ class NetworkSettings(ConfigModel):
     private: Flag = True
     address_space: Cidr = "10.20.0.0/16"
     private_endpoint_subnet: Cidr = "10.20.0.0/24"
+    private_endpoints: (
+        Annotated[
+            tuple[str, ...],
+            items(lambda t: t in PRIVATE_ENDPOINT_TARGETS, ", ".join(PRIVATE_ENDPOINT_TARGETS), 1),
+        ]
+        | None
+    ) = None
+    """Targets reached through private endpoints. None as parsed: all when private, else none; a
+    public stack may still use some (dev keeps the workspace's, so the private path is
+    exercised before prod)."""
 
     @model_validator(mode="after")
     def _subnet_inside(self) -> NetworkSettings:
@@ -155,8 +168,29 @@ class WorkspaceSettings(ConfigModel):
     storage_shared_key_access: Flag = False
     registry_sku: one_of("Basic", "Standard", "Premium") = "Premium"
     log_retention_days: whole(30, 730) = 30
-    high_business_impact: Flag = False
+    high_business_impact: Flag | None = None
+    """Create-only. None as parsed: on where the data is confidential or restricted."""
     existing_resource_group: Text | None = None
+    protect: Flag = True
+    """Pulumi `protect` on stateful resources and a CanNotDelete lock on the resource group."""
+    blob_soft_delete_days: whole(0, 365) = 7
+    """Blob and container soft delete retention (0: off)."""
+    blob_versioning: Flag = True
+    key_vault_purge_protection: Flag = True
+    registry_zone_redundancy: Flag | None = None
+    """Create-only, Premium only. None as parsed: on for a private Premium registry."""
+    registry_export: Flag | None = None
+    """Whether images may be exported. None as parsed: off when private (Azure allows off only
+    then)."""
+    model_registries: Annotated[
+        tuple[str, ...],
+        items(
+            lambda r: isinstance(r, str) and _REGISTRY_ID.match(r),
+            "ARM ids of Azure ML registries (/subscriptions/.../registries/<name>)",
+            1,
+        ),
+    ] = ()
+    """Azure ML registries models come from: a private endpoint outbound rule each."""
 
     @model_validator(mode="after")
     def _fqdns_need_approved_outbound(self) -> WorkspaceSettings:
@@ -175,6 +209,11 @@ class IdentitySettings(ConfigModel):
     data_scientists: PrincipalSettings | None = None
     deployer: PrincipalSettings | None = None
     invokers: tuple[PrincipalSettings, ...] = ()
+    invoker_role_id: (
+        text(_GUID, "the GUID of the endpoint invoker role created once (docs/infrastructure.md)")
+        | None
+    ) = None
+    """None: this stack declares the role (its deployer then needs roleDefinitions/write)."""
 
 
 class ComputeInstanceSettings(ConfigModel):
@@ -243,7 +282,8 @@ class AutoscaleSettings(ConfigModel):
     enabled: Flag = True
     min_instances: whole(1, 20) = 1
     max_instances: whole(1, 20) = 2
-    metric: one_of(*AUTOSCALE_METRICS) = "CpuUtilizationPercentage"
+    metric: one_of(*AUTOSCALE_METRICS) | None = None
+    """None as parsed: GpuUtilizationPercentage on GPU instance types, else CPU utilisation."""
     scale_out_above: whole(1, 100) = 70
     scale_in_below: whole(0, 99) = 25
     # GPU instances take minutes to provision; a short cooldown would overshoot.
@@ -323,7 +363,16 @@ class DeploymentSettings(ConfigModel):
         if scale and not scale.min_instances <= self.instance_count <= scale.max_instances:
             allowed = f"within autoscale {scale.min_instances}..{scale.max_instances}"
             raise invalid(allowed, "instanceCount", self.instance_count)
-        return self
+        if scale is None:
+            return self
+        # An LLM on a GPU is GPU-bound: its CPU stays low while requests queue.
+        gpu = sizing.is_gpu(self.instance_type)
+        metrics = GPU_AUTOSCALE_METRICS if gpu else CPU_AUTOSCALE_METRICS
+        if scale.metric is not None and scale.metric not in metrics:
+            allowed = f"{', '.join(metrics)} on {'GPU' if gpu else 'CPU'} {self.instance_type}"
+            raise invalid(allowed, "autoscale.metric", scale.metric)
+        metric = scale.metric or metrics[0]
+        return self.model_copy(update={"autoscale": scale.model_copy(update={"metric": metric})})
 
 
 class ModelRecord(ConfigModel):
@@ -616,16 +665,85 @@ class StackConfig(ConfigModel):
         if private and e is not None and e.public_network_access not in (None, "Disabled"):
             allowed = "Disabled when network.private"
             raise invalid(allowed, "endpoints.publicNetworkAccess", e.public_network_access)
+        if (
+            e is not None
+            and ws.isolation_mode != "Disabled"
+            and e.egress_public_network_access is not None
+        ):
+            allowed = (
+                "not set when the workspace has a managed network (isolationMode other than "
+                "Disabled): Microsoft says the flag no longer applies there; outbound traffic is "
+                "governed by the managed network's rules"
+            )
+            key = "endpoints.egressPublicNetworkAccess"
+            raise invalid(allowed, key, e.egress_public_network_access)
+        self._check_private_endpoints()
+        self._check_registry()
         return self._stack_defaults()
+
+    def _check_private_endpoints(self) -> None:
+        targets = self.network.private_endpoints
+        complete = targets is None or set(targets) == set(PRIVATE_ENDPOINT_TARGETS)
+        if self.network.private and not complete:
+            allowed = "all targets when private (without public access nothing reaches the rest)"
+            raise invalid(allowed, "network.privateEndpoints", list(targets or ()))
+        if "registry" in (targets or ()) and self.workspace.registry_sku != "Premium":
+            allowed = "Premium when network.privateEndpoints includes registry"
+            raise invalid(allowed, "workspace.registrySku", self.workspace.registry_sku)
+
+    def _check_registry(self) -> None:
+        ws, private = self.workspace, self.network.private
+        if ws.registry_zone_redundancy and ws.registry_sku != "Premium":
+            allowed = "false unless registrySku is Premium"
+            raise invalid(allowed, "workspace.registryZoneRedundancy", True)
+        if ws.registry_export is False and not (private and ws.registry_sku == "Premium"):
+            allowed = (
+                "true unless network.private and registrySku Premium (Azure refuses to disable "
+                "export on a registry with public network access)"
+            )
+            raise invalid(allowed, "workspace.registryExport", False)
+        if ws.model_registries and ws.isolation_mode == "Disabled":
+            allowed = (
+                "[] unless isolationMode is AllowInternetOutbound or AllowOnlyApprovedOutbound"
+            )
+            raise invalid(allowed, "workspace.modelRegistries", list(ws.model_registries))
 
     def _stack_defaults(self) -> StackConfig:
         """Defaults that follow from other keys: network reach, mail receivers, capture."""
         access, owner, m = self.public_network_access, self.tags.owner, self.monitoring
+        private, ws = self.network.private, self.workspace
+        # With a managed network the egress flag no longer applies: not sent at all.
+        egress = None if ws.isolation_mode != "Disabled" else access.lower()
         endpoints = self.endpoints and self.endpoints.model_copy(
             update={
                 "public_network_access": self.endpoints.public_network_access or access,
                 "egress_public_network_access": self.endpoints.egress_public_network_access
-                or access.lower(),
+                or egress,
+            }
+        )
+        targets = self.network.private_endpoints
+        network = self.network.model_copy(
+            update={
+                "private_endpoints": tuple(
+                    t
+                    for t in PRIVATE_ENDPOINT_TARGETS
+                    if t in (targets if targets is not None else PRIVATE_ENDPOINT_TARGETS * private)
+                )
+            }
+        )
+        confidential = self.tags.data_classification in PRIVATE_ONLY_CLASSIFICATIONS
+        premium = ws.registry_sku == "Premium"
+        workspace = ws.model_copy(
+            update={
+                "high_business_impact": confidential
+                if ws.high_business_impact is None
+                else ws.high_business_impact,
+                "registry_zone_redundancy": premium and private
+                if ws.registry_zone_redundancy is None
+                else ws.registry_zone_redundancy,
+                "registry_export": not private
+                if ws.registry_export is None
+                else ws.registry_export,
             }
         )
         # Default receiver: the owner tag, when it is a mailbox.
@@ -637,7 +755,14 @@ class StackConfig(ConfigModel):
         group = m.action_group.model_copy(update={"emails": emails})
         collection = dataclasses.replace(m.data_collection, enabled=capture)
         monitoring = m.model_copy(update={"action_group": group, "data_collection": collection})
-        return self.model_copy(update={"endpoints": endpoints, "monitoring": monitoring})
+        return self.model_copy(
+            update={
+                "endpoints": endpoints,
+                "monitoring": monitoring,
+                "network": network,
+                "workspace": workspace,
+            }
+        )
 
 
 StackSettings = StackConfig
@@ -647,27 +772,56 @@ def parse_settings(
     values: Mapping[str, Any],
     *,
     stack: str,
-    organization: str = "",
+    organization: str | None = "",
     project: str = PROJECT,
     delivery: Mapping[str, Any] | None = None,
+    subscription_id: str = "",
 ) -> StackSettings:
     """Validate raw config values (top-level keys without the project prefix) into settings.
 
     `delivery` holds the `byom:model` and `byom:environment` blocks (keys `model`, `environment`).
     """
     settings: StackConfig = validate(StackConfig, values, f"{project}:")
-    suffix = settings.unique_suffix or unique_suffix(organization, project, stack)
+    # Global names (storage, key vault, registry, endpoints) must not collide between adopters:
+    # on a DIY backend there is no organization, so the subscription tells them apart.
+    suffix = settings.unique_suffix or unique_suffix(organization, subscription_id, project, stack)
     settings._stack = (project, stack, Namer(settings.workload, stack, suffix))
     settings.tags._environment = stack
     delivery = {k: v for k, v in (delivery or {}).items() if v is not None}
     if settings.endpoints is not None and delivery:
         records = {k: delivery.get(k) or {} for k in DeliveryRecords.model_fields}
         settings.endpoints._assets = validate(DeliveryRecords, records, f"{DELIVERY_NAMESPACE}:")
+        _check_release(settings)
     # Fail here, not halfway through a deployment, when a name cannot be built.
     for kind in Kind:
         if kind.value.abbreviation:
             settings.namer.name(kind)
     return settings
+
+
+def _check_release(settings: StackConfig) -> None:
+    """Rules between a registered release and the platform that must carry it."""
+    assets = settings.endpoints and settings.endpoints.assets
+    if assets is None:
+        return
+    # Shared keys are off: uploads use the deploying principal's Entra token, so it needs the
+    # data roles that only `identity.deployer` receives.
+    if settings.identity.deployer is None:
+        raise ConfigError(
+            f"{settings.project}:identity.deployer",
+            None,
+            "the principal that runs the release (objectId, type) whenever byom:model is set",
+        )
+    registry, ws = assets.model.registry, settings.workspace
+    if registry and ws.isolation_mode == "AllowOnlyApprovedOutbound":
+        names = [r.rsplit("/", 1)[-1] for r in ws.model_registries]
+        if registry not in names:
+            raise ConfigError(
+                f"{settings.project}:workspace.modelRegistries",
+                list(ws.model_registries),
+                f"the ARM id of registry {registry!r} (byom:model.registry): the managed "
+                "network reaches a registry only through a private endpoint outbound rule",
+            )
 
 
 _STRING_KEYS = ("location", "workload", "uniqueSuffix")
@@ -682,7 +836,7 @@ def _read(config: pulumi.Config, key: str) -> Any:
         raise ConfigError(f"{config.name}:{key}", config.get(key), "a YAML mapping") from None
 
 
-def load_settings() -> StackSettings:
+def load_settings(subscription_id: str = "") -> StackSettings:
     """Read the current stack's configuration through the Pulumi runtime and validate it."""
     config, delivery = pulumi.Config(), pulumi.Config(DELIVERY_NAMESPACE)
     values = {f.alias: _read(config, f.alias) for f in StackConfig.model_fields.values()}
@@ -693,6 +847,7 @@ def load_settings() -> StackSettings:
         organization=pulumi.get_organization(),
         project=config.name,
         delivery=records,
+        subscription_id=subscription_id,
     )
 
 

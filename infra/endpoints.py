@@ -5,8 +5,9 @@ exist) is broken by ownership: Pulumi declares the endpoint without traffic and 
 traffic the service reports; `infra.rollout.Rollout` creates the deployment slot,
 smoke-tests it, compares it with the live slot on probe texts (the shadow gate), and moves
 traffic to it in baked steps while watching the pattern's alert rules (`infra.monitoring`). Each
-slot gets its own autoscale setting from the rollout (`delivery.autoscale`), with an off-hours
-profile when configured.
+slot gets its own autoscale setting from the rollout (`delivery.autoscale`), created before the
+slot takes traffic (Azure cannot re-point one: its target is create-only), with an off-hours
+profile when configured. Traffic, console and event logs go to Log Analytics.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import pulumi
 from pulumi_azure_native import machinelearningservices as ml
+from pulumiverse_time import Sleep
 
 from delivery.stages import TAG_RELEASE
 from infra import roles
@@ -29,6 +31,15 @@ from infra.config import (
 )
 from infra.monitoring import ROLLOUT_SIGNALS, alert_rule_name
 from infra.naming import Kind, Namer
+from infra.workspace import diagnostics
+
+# Entra role assignments take up to a few minutes to reach the data planes (mlops-v2 waits 120 s).
+RBAC_PROPAGATION = "120s"
+ENDPOINT_LOGS = (
+    "AmlOnlineEndpointTrafficLog",
+    "AmlOnlineEndpointConsoleLog",
+    "AmlOnlineEndpointEventLog",
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,6 @@ class EndpointsArgs:
     """Inputs of the endpoints component."""
 
     namer: Namer
-    stack_key: str
     location: str
     tags: Mapping[str, str]
     subscription_id: pulumi.Input[str]
@@ -45,7 +55,11 @@ class EndpointsArgs:
     identity_id: pulumi.Input[str]
     """User-assigned identity the endpoints run as."""
     identity_grants: Sequence[pulumi.Resource]
-    """Role assignments that identity needs before an endpoint can pull and read."""
+    """Role assignments (and the managed network's approval grant) an endpoint needs first."""
+    deployer_grants: Sequence[pulumi.Resource]
+    """Role assignments the release's principal needs before it uploads and deploys."""
+    log_analytics_id: pulumi.Input[str]
+    """Where the endpoints' traffic, console and event logs go."""
     invoker_role_definition_id: pulumi.Input[str]
     invokers: Sequence[PrincipalSettings]
     settings: EndpointsSettings
@@ -71,6 +85,17 @@ class Endpoints(pulumi.ComponentResource):
         self.endpoints = {}
         self.live_deployment_ids = {}
         self.releases = {}
+        settled: list[pulumi.Resource] = []
+        if s.assets is not None and args.deployer_grants:
+            # New grants reach the storage and workspace data planes only after a while; the
+            # release's first upload must not race them.
+            settled = [
+                Sleep(
+                    f"{name}-rbac-propagation",
+                    create_duration=RBAC_PROPAGATION,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.deployer_grants)),
+                )
+            ]
 
         for deployment in s.deployments:
             pattern = deployment.pattern
@@ -113,10 +138,18 @@ class Endpoints(pulumi.ComponentResource):
                 "scoringUri": endpoint.properties.scoring_uri,
             }
 
+            diagnostics(
+                f"{name}-{pattern}-diagnostics",
+                endpoint.id,
+                args.log_analytics_id,
+                "AllMetrics",
+                pulumi.ResourceOptions(parent=self),
+                log_categories=ENDPOINT_LOGS,
+            )
+
             for invoker in args.invokers:
                 roles.assign(
                     f"{name}-{pattern}-invoker-{invoker.object_id[:8]}",
-                    key=(args.stack_key, f"endpoint-{pattern}", invoker.object_id, "invoker"),
                     scope=endpoint.id,
                     role_definition_id=args.invoker_role_definition_id,
                     principal_id=invoker.object_id,
@@ -126,7 +159,7 @@ class Endpoints(pulumi.ComponentResource):
                 )
 
             if s.assets is not None:
-                rollout = self._rollout(name, args, deployment, endpoint)
+                rollout = self._rollout(name, args, deployment, endpoint, settled)
                 outputs["liveDeployment"] = rollout.live_deployment
                 self.live_deployment_ids[pattern] = rollout.live_deployment_id
                 self.releases[pattern] = _declared_release(rollout)
@@ -140,6 +173,7 @@ class Endpoints(pulumi.ComponentResource):
         args: EndpointsArgs,
         deployment: DeploymentSettings,
         endpoint: ml.OnlineEndpoint,
+        settled: Sequence[pulumi.Resource],
     ) -> pulumi.Resource:
         # Imported here: stacks without registered assets (the very first `pulumi up`) do not
         # need the provider.
@@ -183,7 +217,8 @@ class Endpoints(pulumi.ComponentResource):
             liveness_probe=deployment.liveness_probe,
             readiness_probe=deployment.readiness_probe,
             environment_variables=env,
-            # Create-only in Azure; a change makes the rollout build a new slot.
+            # Create-only in Azure; a change makes the rollout build a new slot. None (not sent)
+            # with a managed network, where the flag no longer applies.
             egress_public_network_access=s.egress_public_network_access,
             app_insights_enabled=True,
             data_collection=capture,
@@ -205,7 +240,7 @@ class Endpoints(pulumi.ComponentResource):
                     else None
                 ),
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(settled)),
         )
 
 

@@ -1,4 +1,4 @@
-"""Managed identities and least-privilege RBAC: who may pull, read, operate and invoke."""
+"""Managed identities and least-privilege RBAC: who may pull, read, write, operate and invoke."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from infra import roles
 from infra.config import PrincipalSettings
 from infra.naming import Kind, Namer
 
+INVOKER_ROLE = "endpoint-invoker"
+
 
 @dataclass(frozen=True)
 class IdentityArgs:
     """Inputs of the identity component."""
 
     namer: Namer
-    stack_key: str
-    """`<project>/<stack>`: part of every role assignment's name-based GUID."""
     location: str
     subscription_id: pulumi.Input[str]
     resource_group_name: pulumi.Input[str]
@@ -29,6 +29,16 @@ class IdentityArgs:
     registry_id: pulumi.Input[str]
     data_scientists: PrincipalSettings | None = None
     deployer: PrincipalSettings | None = None
+    invoker_role_id: str | None = None
+    """GUID of an invoker role created out of band; None: declare it here (needs the deployer
+    to hold `Microsoft.Authorization/roleDefinitions/write`)."""
+    workspace_principal_id: pulumi.Input[str] | None = None
+    """The workspace's system-assigned identity when it has a managed network (approves the
+    managed network's private endpoints); None without one."""
+    image_builder: bool = False
+    """The compute identity builds environment images and pushes them to the registry."""
+    capture_container_id: pulumi.Input[str] | None = None
+    """ARM id of the blob container the data collector writes to; None: capture is off."""
 
 
 class Identity(pulumi.ComponentResource):
@@ -46,17 +56,27 @@ class Identity(pulumi.ComponentResource):
     """ARM id of the custom role that may only score online endpoints."""
     endpoint_role_assignments: list[authorization.RoleAssignment]
     """Grants the endpoint identity needs before an endpoint can use it (for `depends_on`)."""
+    deployer_role_assignments: list[authorization.RoleAssignment]
+    """Grants the release's principal needs before it uploads and deploys (for `depends_on`)."""
+    network_role_assignments: list[authorization.RoleAssignment]
+    """Grants the workspace needs before its managed network's endpoints can be approved."""
 
     def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("byom:identity:Identity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         n = args.namer
         tags = dict(args.tags)
-        scopes = {
+        rg_id = pulumi.Output.concat(
+            "/subscriptions/", args.subscription_id, "/resourceGroups/", args.resource_group_name
+        )
+        scopes: dict[str, pulumi.Input[str]] = {
+            "resource-group": rg_id,
             "workspace": args.workspace_id,
             "storage": args.storage_account_id,
             "registry": args.registry_id,
         }
+        if args.capture_container_id is not None:
+            scopes["capture-container"] = args.capture_container_id
 
         def grant(
             principal_key: str,
@@ -68,7 +88,6 @@ class Identity(pulumi.ComponentResource):
         ) -> authorization.RoleAssignment:
             return roles.assign(
                 f"{name}-{principal_key}-{scope_key}-{roles.SHORT_NAMES[role]}",
-                key=(args.stack_key, scope_key, principal_key, role),
                 scope=scopes[scope_key],
                 role_definition_id=roles.built_in_role_id(args.subscription_id, role),
                 principal_id=principal_id,
@@ -92,48 +111,49 @@ class Identity(pulumi.ComponentResource):
         # A system-assigned endpoint identity gets these three automatically; a user-assigned
         # one gets nothing, so they are declared here.
         sp = "ServicePrincipal"
+        endpoint_grants = [
+            ("registry", roles.ACR_PULL, "Online endpoints pull the inference image."),
+            ("storage", roles.STORAGE_BLOB_DATA_READER, "Online endpoints download the model."),
+            ("workspace", roles.AZUREML_METRICS_WRITER, "Online endpoints write metrics."),
+        ]
+        if args.capture_container_id is not None:
+            # The data collector writes captured requests with the endpoint's identity, into
+            # the default datastore's container only.
+            endpoint_grants.append(
+                (
+                    "capture-container",
+                    roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
+                    "The data collector writes captured requests (modelDataCollector/).",
+                )
+            )
         self.endpoint_role_assignments = [
-            grant(
-                "endpoint",
-                endpoint.principal_id,
-                sp,
-                "registry",
-                roles.ACR_PULL,
-                "Online endpoints pull the inference image.",
-            ),
-            grant(
-                "endpoint",
-                endpoint.principal_id,
-                sp,
+            grant("endpoint", endpoint.principal_id, sp, scope, role, why)
+            for scope, role, why in endpoint_grants
+        ]
+
+        compute_grants = [
+            ("registry", roles.ACR_PULL, "Compute pulls job and notebook images."),
+            (
                 "storage",
-                roles.STORAGE_BLOB_DATA_READER,
-                "Online endpoints download the registered model.",
+                roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
+                "Jobs on compute read inputs and write outputs in the default datastore.",
             ),
-            grant(
-                "endpoint",
-                endpoint.principal_id,
-                sp,
-                "workspace",
-                roles.AZUREML_METRICS_WRITER,
-                "Online endpoints write metrics to the workspace.",
+            (
+                "storage",
+                roles.STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR,
+                "Compute mounts the workspace file share (notebooks) without shared keys.",
             ),
         ]
-        grant(
-            "compute",
-            compute.principal_id,
-            sp,
-            "registry",
-            roles.ACR_PULL,
-            "Compute pulls job and notebook images.",
-        )
-        grant(
-            "compute",
-            compute.principal_id,
-            sp,
-            "storage",
-            roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
-            "Jobs on compute read inputs and write outputs in the default datastore.",
-        )
+        if args.image_builder:
+            compute_grants.append(
+                (
+                    "registry",
+                    roles.ACR_PUSH,
+                    "The image-build cluster pushes environment images to the private registry.",
+                )
+            )
+        for scope, role, why in compute_grants:
+            grant("compute", compute.principal_id, sp, scope, role, why)
 
         people = args.data_scientists
         if people is not None:
@@ -145,55 +165,83 @@ class Identity(pulumi.ComponentResource):
                     roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
                     "Identity-based datastore access from studio and notebooks.",
                 ),
+                (
+                    "storage",
+                    roles.STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR,
+                    "Studio notebooks live on the workspace file share; shared keys are off.",
+                ),
             ):
                 grant(
                     "data-scientists", people.object_id, people.principal_type, scope_key, role, why
                 )
 
+        self.deployer_role_assignments = []
         deployer = args.deployer
         if deployer is not None:
-            # AzureML Data Scientist covers assets, endpoints and deployments but not the
-            # workspace itself, compute, or role assignments.
-            grant(
-                "deployer",
-                deployer.object_id,
-                deployer.principal_type,
-                "workspace",
-                roles.AZUREML_DATA_SCIENTIST,
-                "Register models and roll out deployments.",
-            )
-            grant(
-                "deployer",
-                deployer.object_id,
-                deployer.principal_type,
-                "storage",
-                roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
-                "Upload model and code assets.",
-            )
+            # AzureML Data Scientist covers assets, endpoints, deployments and scoring but not
+            # the workspace itself, compute, or role assignments.
+            self.deployer_role_assignments = [
+                grant(
+                    "deployer",
+                    deployer.object_id,
+                    deployer.principal_type,
+                    scope,
+                    role,
+                    why,
+                )
+                for scope, role, why in (
+                    (
+                        "workspace",
+                        roles.AZUREML_DATA_SCIENTIST,
+                        "Register models, roll out deployments, smoke-test them.",
+                    ),
+                    (
+                        "storage",
+                        roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
+                        "Upload model and code assets with an Entra token (shared keys are off).",
+                    ),
+                )
+            ]
 
-        rg_id = pulumi.Output.concat(
-            "/subscriptions/", args.subscription_id, "/resourceGroups/", args.resource_group_name
-        )
-        invoker = authorization.RoleDefinition(
-            f"{name}-invoker-role",
-            role_definition_id=roles.stable_guid(args.stack_key, "role", "endpoint-invoker"),
-            # Custom role names are unique per tenant, so the resource group name is part of it.
-            role_name=pulumi.Output.concat(
-                "AzureML online endpoint invoker (", args.resource_group_name, ")"
-            ),
-            description="May call the scoring URI of online endpoints, nothing else.",
-            role_type="CustomRole",
-            scope=rg_id,
-            assignable_scopes=[rg_id],
-            permissions=[authorization.PermissionArgs(actions=[roles.SCORE_ACTION])],
-            opts=child,
-        )
+        self.network_role_assignments = []
+        if args.workspace_principal_id is not None:
+            # Since 2025 nothing grants this automatically: without it the managed network's
+            # private endpoints to storage, key vault and registry stay pending.
+            self.network_role_assignments = [
+                grant(
+                    "workspace",
+                    args.workspace_principal_id,
+                    sp,
+                    "resource-group",
+                    roles.NETWORK_CONNECTION_APPROVER,
+                    "The managed network approves its private endpoints to the dependencies.",
+                )
+            ]
+
+        if args.invoker_role_id is not None:
+            invoker_id = roles.built_in_role_id(args.subscription_id, args.invoker_role_id)
+        else:
+            invoker_id = authorization.RoleDefinition(
+                f"{name}-invoker-role",
+                # Custom role ids are unique in the tenant: derived from the only scope it serves.
+                role_definition_id=rg_id.apply(lambda rg: roles.custom_role_guid(rg, INVOKER_ROLE)),
+                # Custom role names are unique per tenant, so the resource group name is part of it.
+                role_name=pulumi.Output.concat(
+                    "AzureML online endpoint invoker (", args.resource_group_name, ")"
+                ),
+                description="May call the scoring URI of online endpoints, nothing else.",
+                role_type="CustomRole",
+                scope=rg_id,
+                assignable_scopes=[rg_id],
+                permissions=[authorization.PermissionArgs(actions=[roles.SCORE_ACTION])],
+                opts=child,
+            ).id
 
         self.endpoint_identity_id = endpoint.id
         self.endpoint_identity_client_id = endpoint.client_id
         self.endpoint_identity_principal_id = endpoint.principal_id
         self.compute_identity_id = compute.id
-        self.invoker_role_definition_id = invoker.id
+        self.invoker_role_definition_id = pulumi.Output.from_input(invoker_id)
         self.register_outputs(
             {
                 "endpoint_identity_id": self.endpoint_identity_id,

@@ -1,9 +1,9 @@
 """Azure resource names: one helper that knows each type's length and character rules.
 
 Names follow the Cloud Adoption Framework abbreviations (`rg-`, `st`, `kv-`, `cr`, `mlw-`...) and
-end in a short suffix hashed from organization, project and stack, so that the globally unique names
-(storage, key vault, registry, endpoints) do not collide between stacks or between teams that
-deploy this project, yet stay the same on every run.
+end in a short suffix hashed from organization, subscription, project and stack, so that the
+globally unique names (storage, key vault, registry, endpoints) do not collide between stacks or
+between teams that deploy this project, yet stay the same on every run.
 """
 
 from __future__ import annotations
@@ -62,15 +62,20 @@ class Kind(Enum):
     CONTAINER_APPS_JOB = NameRule("caj", 32, 2, lowercase=True, starts_with_letter=True)
     ACTION_GROUP = NameRule("ag", 260)
     METRIC_ALERT = NameRule("alert", 260)
+    MANAGEMENT_LOCK = NameRule("lock", 90)
+    MONITOR_PRIVATE_LINK_SCOPE = NameRule("ampls", 64)
 
 
 class InvalidNameError(ValueError):
     """A name cannot satisfy the Azure rules for its type."""
 
 
-def unique_suffix(*parts: str, length: int = SUFFIX_LENGTH) -> str:
-    """Deterministic lowercase hex suffix from the given parts (sha256, first `length` chars)."""
-    digest = hashlib.sha256("/".join(parts).encode()).hexdigest()
+def unique_suffix(*parts: str | None, length: int = SUFFIX_LENGTH) -> str:
+    """Deterministic lowercase hex suffix from the given parts (sha256, first `length` chars).
+
+    A missing part (None: no organization on a DIY state backend) counts as empty.
+    """
+    digest = hashlib.sha256("/".join(p or "" for p in parts).encode()).hexdigest()
     return digest[:length]
 
 

@@ -18,6 +18,12 @@ PRIVATE_DNS_ZONES = {
     "file": "privatelink.file.core.windows.net",
     "vault": "privatelink.vaultcore.azure.net",
     "registry": "privatelink.azurecr.io",
+    # Azure Monitor private link scope: the monitor endpoints, Log Analytics' query and
+    # ingestion endpoints, the agent service; its blob records go to the blob zone.
+    "monitor": "privatelink.monitor.azure.com",
+    "oms": "privatelink.oms.opinsights.azure.com",
+    "ods": "privatelink.ods.opinsights.azure.com",
+    "agentsvc": "privatelink.agentsvc.azure-automation.net",
 }
 
 
@@ -34,13 +40,15 @@ class PrivateLinkTarget:
 
 def platform_targets(
     *,
+    names: Sequence[str],
     workspace_id: pulumi.Input[str],
     storage_account_id: pulumi.Input[str],
     key_vault_id: pulumi.Input[str],
     registry_id: pulumi.Input[str],
+    monitor_private_link_scope_id: pulumi.Input[str] | None = None,
 ) -> list[PrivateLinkTarget]:
-    """The private endpoints an Azure ML workspace and its dependencies need."""
-    return [
+    """The private endpoints an Azure ML workspace and its dependencies need, of `names`."""
+    targets = [
         # One workspace endpoint serves the API and the notebooks; both zones get its records.
         PrivateLinkTarget("workspace", workspace_id, "amlworkspace", ("api", "notebooks")),
         PrivateLinkTarget("blob", storage_account_id, "blob", ("blob",)),
@@ -48,6 +56,16 @@ def platform_targets(
         PrivateLinkTarget("vault", key_vault_id, "vault", ("vault",)),
         PrivateLinkTarget("registry", registry_id, "registry", ("registry",)),
     ]
+    if monitor_private_link_scope_id is not None:
+        targets.append(
+            PrivateLinkTarget(
+                "monitor",
+                monitor_private_link_scope_id,
+                "azuremonitor",
+                ("monitor", "oms", "ods", "agentsvc", "blob"),
+            )
+        )
+    return [t for t in targets if t.name in names]
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,16 @@ STACKS = ("dev", "prod")
 MOCK_SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
 MOCK_TENANT_ID = "11111111-1111-1111-1111-111111111111"
 MOCK_ORGANIZATION = "organization"
+# What the delivery CLI writes after registering a model (the stack files carry none): plans
+# "after a release" use it to show the rollout, autoscale and the grants a release needs.
+EXAMPLE_RELEASE = {
+    "byom:model": {
+        "name": "smollm2-135m-instruct",
+        "version": "3f2a9c0d1b4e5f67",
+        "contentHash": "sha256:3f2a9c0d1b4e5f67a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1",
+    },
+    "byom:environment": {"name": "byom-inference-gpu", "version": "9a8b7c6d5e4f3a2b"},
+}
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,12 @@ class PlannedResource:
     """URNs of explicit and implicit dependencies."""
     ignore_changes: tuple[str, ...] = ()
     """Property paths Pulumi leaves alone on update (`ignore_changes`)."""
+    replace_on_changes: tuple[str, ...] = ()
+    """Property paths whose change makes Pulumi replace the resource (`replace_on_changes`)."""
+    protect: bool = False
+    """Whether Pulumi refuses to delete the resource (`protect`)."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """What the mocks answered (inputs plus invented `id`, `principalId`...)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,10 @@ _NAME_KEYS = {
     "azure-native:monitor:AutoscaleSetting": "autoscaleSettingName",
     "azure-native:monitor:ActionGroup": "actionGroupName",
     "azure-native:monitor:MetricAlert": "ruleName",
+    "azure-native:monitor:PrivateLinkScope": "scopeName",
+    "azure-native:monitor:PrivateLinkScopedResource": "name",
+    "azure-native:storage:BlobServiceProperties": "blobServicesName",
+    "azure-native:authorization:ManagementLockAtResourceGroupLevel": "lockName",
 }
 
 # ARM path of each type below its resource group (or below the resource named in `parent`).
@@ -128,6 +148,16 @@ _ARM_PATHS = {
     "azure-native:monitor:AutoscaleSetting": "Microsoft.Insights/autoscalesettings/{name}",
     "azure-native:monitor:ActionGroup": "Microsoft.Insights/actionGroups/{name}",
     "azure-native:monitor:MetricAlert": "Microsoft.Insights/metricAlerts/{name}",
+    "azure-native:monitor:PrivateLinkScope": "Microsoft.Insights/privateLinkScopes/{name}",
+    "azure-native:monitor:PrivateLinkScopedResource": (
+        "Microsoft.Insights/privateLinkScopes/{scopeName}/scopedResources/{name}"
+    ),
+    "azure-native:storage:BlobServiceProperties": (
+        "Microsoft.Storage/storageAccounts/{accountName}/blobServices/{name}"
+    ),
+    "azure-native:authorization:ManagementLockAtResourceGroupLevel": (
+        "Microsoft.Authorization/locks/{name}"
+    ),
 }
 # Extension resources hang below the resource in `scope` / `resourceUri`.
 _EXTENSION_PATHS = {
@@ -142,7 +172,18 @@ def _fake_guid(*parts: str) -> str:
 
 
 class PlanMocks(pulumi.runtime.Mocks):
-    """Echo inputs and add what Azure would compute: `name`, ARM `id`, identity ids, URIs."""
+    """Echo inputs and add what Azure would compute: `name`, ARM `id`, identity ids, URIs.
+
+    `subscription_id` is the subscription the deploying principal works in; `live_slot` the
+    slot a previous release left live (a second plan with the other slot shows what the next
+    release changes).
+    """
+
+    def __init__(
+        self, subscription_id: str = MOCK_SUBSCRIPTION_ID, live_slot: str = "blue"
+    ) -> None:
+        self.subscription_id = subscription_id
+        self.live_slot = live_slot
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         outputs = dict(args.inputs)
@@ -153,7 +194,7 @@ class PlanMocks(pulumi.runtime.Mocks):
         inputs = args.inputs
         name = str(inputs.get(_NAME_KEYS.get(args.typ, ""), args.name))
         outputs["name"] = name
-        subscription = f"/subscriptions/{MOCK_SUBSCRIPTION_ID}"
+        subscription = f"/subscriptions/{self.subscription_id}"
         rg = f"{subscription}/resourceGroups/{inputs.get('resourceGroupName')}"
         if args.typ == "azure-native:resources:ResourceGroup":
             arm_id = f"{subscription}/resourceGroups/{name}"
@@ -167,7 +208,8 @@ class PlanMocks(pulumi.runtime.Mocks):
             arm_id = f"{inputs.get(scope_key)}/providers/{provider}/{kind}/{name}"
         elif args.typ in _ARM_PATHS:
             path = _ARM_PATHS[args.typ].format(
-                name=name, **{k: v for k, v in inputs.items() if isinstance(v, str)}
+                name=name,
+                **{k: v for k, v in inputs.items() if isinstance(v, str) and k != "name"},
             )
             arm_id = f"{rg}/providers/{path}"
         else:
@@ -194,6 +236,8 @@ class PlanMocks(pulumi.runtime.Mocks):
                 echoed["principalId"] = _fake_guid(arm_id, "principal")
                 echoed["tenantId"] = MOCK_TENANT_ID
             outputs["identity"] = echoed
+        if args.typ == "azure-native:machinelearningservices:Workspace":
+            outputs["workspaceId"] = _fake_guid(arm_id, "workspace")
         if args.typ == "azure-native:containerregistry:Registry":
             outputs["loginServer"] = f"{name}.azurecr.io"
         if args.typ == "azure-native:machinelearningservices:OnlineEndpoint":
@@ -204,27 +248,27 @@ class PlanMocks(pulumi.runtime.Mocks):
             outputs["properties"] = props
         return arm_id, outputs
 
-    @staticmethod
-    def _dynamic(args: pulumi.runtime.MockResourceArgs, outputs: dict) -> tuple[str, dict]:
-        # delivery's Rollout: pretend the first rollout made `blue` live with all traffic.
+    def _dynamic(self, args: pulumi.runtime.MockResourceArgs, outputs: dict) -> tuple[str, dict]:
+        # delivery's Rollout: pretend the last rollout made `live_slot` live with all traffic.
         inputs = args.inputs
+        slot = self.live_slot
         workspace = (
-            f"/subscriptions/{MOCK_SUBSCRIPTION_ID}/resourceGroups/"
+            f"/subscriptions/{self.subscription_id}/resourceGroups/"
             f"{inputs.get('resource_group_name')}/providers/{_ML}/{inputs.get('workspace_name')}"
         )
         endpoint = f"{workspace}/onlineEndpoints/{inputs.get('endpoint_name')}"
         outputs.update(
-            live_deployment="blue",
-            live_deployment_id=f"{endpoint}/deployments/blue",
+            live_deployment=slot,
+            live_deployment_id=f"{endpoint}/deployments/{slot}",
             previous_deployment=None,
-            traffic={"blue": 100},
+            traffic={slot: 100},
         )
         return endpoint, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:  # type: ignore[override]
         if args.token == "azure-native:authorization:getClientConfig":
             return {
-                "subscriptionId": MOCK_SUBSCRIPTION_ID,
+                "subscriptionId": self.subscription_id,
                 "tenantId": MOCK_TENANT_ID,
                 "objectId": _fake_guid("deployer"),
                 "clientId": _fake_guid("deployer-client"),
@@ -252,6 +296,9 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     props=_without_provider(rpc.deserialize_properties(request.object)),
                     dependencies=tuple(request.dependencies),
                     ignore_changes=tuple(request.ignoreChanges),
+                    replace_on_changes=tuple(request.replaceOnChanges),
+                    protect=bool(request.protect),
+                    outputs=_without_provider(rpc.deserialize_properties(response.object)),
                 )
             )
         return response
@@ -283,9 +330,11 @@ def run(
     stack: str,
     config: Mapping[str, str],
     project: str = "azureml-byom",
+    subscription_id: str = MOCK_SUBSCRIPTION_ID,
+    live_slot: str = "blue",
 ) -> Plan:
     """Run `program` under mocks with the given config; returns what it registered and exported."""
-    mocks = PlanMocks()
+    mocks = PlanMocks(subscription_id, live_slot)
     monitor = _RecordingMonitor(mocks)
     # Pulumi's runtime is process-global: start each run from a clean root, config and RPC state.
     pulumi_settings.set_root_resource(None)  # type: ignore[arg-type]
@@ -311,12 +360,89 @@ def run(
     return Plan(stack=stack, resources=list(monitor.records), outputs=result)
 
 
-def plan(stack: str) -> Plan:
-    """Run the real program (`infra.stack.main`) for `stack` with its stack file's config."""
+def stack_config(stack: str, *, release: bool = False) -> tuple[str, dict[str, str]]:
+    """`read_stack_config`, plus the example release's asset keys when `release`."""
+    project, config = read_stack_config(stack)
+    if release:
+        config.update({k: json.dumps(v) for k, v in EXAMPLE_RELEASE.items()})
+    return project, config
+
+
+def plan(
+    stack: str,
+    *,
+    release: bool = False,
+    live_slot: str = "blue",
+    subscription_id: str = MOCK_SUBSCRIPTION_ID,
+    config: Mapping[str, str] | None = None,
+) -> Plan:
+    """Run the real program (`infra.stack.main`) for `stack` with its stack file's config.
+
+    `release`: as after the first release (the example assets); `live_slot`: the slot that
+    release left live; `config`: a full config to use instead of the stack file's.
+    """
     from infra import stack as program  # imported late: pulumi_azure_native loads slowly
 
-    project, config = read_stack_config(stack)
-    return run(program.main, stack=stack, config=config, project=project)
+    project, file_config = stack_config(stack, release=release)
+    return run(
+        program.main,
+        stack=stack,
+        config=file_config if config is None else config,
+        project=project,
+        subscription_id=subscription_id,
+        live_slot=live_slot,
+    )
+
+
+def settings_for(
+    stack: str,
+    config: Mapping[str, str],
+    project: str = "azureml-byom",
+    subscription_id: str = MOCK_SUBSCRIPTION_ID,
+) -> Any:
+    """The validated settings the program sees for `config` (as `plan` runs it)."""
+    from infra.config import DELIVERY_NAMESPACE, parse_settings
+
+    def value(text: str) -> Any:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+    ours = {k.split(":", 1)[1]: value(v) for k, v in config.items() if k.startswith(f"{project}:")}
+    delivery = {
+        k.split(":", 1)[1]: value(v)
+        for k, v in config.items()
+        if k.startswith(f"{DELIVERY_NAMESPACE}:")
+    }
+    return parse_settings(
+        ours,
+        stack=stack,
+        organization=MOCK_ORGANIZATION,
+        project=project,
+        delivery=delivery,
+        subscription_id=subscription_id,
+    )
+
+
+def check_rules(stack: str, config: Mapping[str, str] | None = None) -> list[Any]:
+    """The Azure rule set (`infra.azure_rules`) on `stack`: its plan as committed, its plan after
+    a release, and the create-only properties between that release and the next one (the live
+    slot flips from blue to green)."""
+    from infra import azure_rules
+
+    project, released = stack_config(stack, release=True)
+    if config is not None:
+        released = dict(config)
+    fresh = {k: v for k, v in released.items() if k not in EXAMPLE_RELEASE}
+    findings = []
+    for cfg in (fresh, released):
+        p = plan(stack, config=cfg)
+        findings += azure_rules.check(p, settings_for(stack, cfg, project))
+    blue = plan(stack, config=released, live_slot="blue")
+    green = plan(stack, config=released, live_slot="green")
+    findings += azure_rules.create_only_changes(blue, green)
+    return findings
 
 
 def collect(stack: str) -> list[PlannedResource]:
@@ -345,13 +471,30 @@ KEY_PROPS: dict[str, tuple[str, ...]] = {
         "sku.name",
         "publicNetworkAccess",
         "adminUserEnabled",
+        "zoneRedundancy",
+        "policies.exportPolicy.status",
     ),
-    "azure-native:operationalinsights:Workspace": ("retentionInDays",),
+    "azure-native:operationalinsights:Workspace": (
+        "retentionInDays",
+        "publicNetworkAccessForIngestion",
+        "publicNetworkAccessForQuery",
+    ),
+    "azure-native:applicationinsights:Component": (
+        "publicNetworkAccessForIngestion",
+        "publicNetworkAccessForQuery",
+    ),
     "azure-native:machinelearningservices:Workspace": (
         "publicNetworkAccess",
         "managedNetwork.isolationMode",
+        "managedNetwork.firewallSku",
+        "provisionNetworkNow",
+        "hbiWorkspace",
         "systemDatastoresAuthMode",
         "imageBuildCompute",
+    ),
+    "azure-native:storage:BlobServiceProperties": (
+        "deleteRetentionPolicy.days",
+        "isVersioningEnabled",
     ),
     "azure-native:machinelearningservices:Compute": (
         "properties.computeType",
@@ -481,8 +624,9 @@ def summary(resources: Iterable[PlannedResource]) -> str:
     return "\n".join(lines)
 
 
-def compare(left: Plan, right: Plan) -> str:
-    """Side-by-side differences between two stacks: resources on one side only, key properties."""
+def compare_rows(left: Plan, right: Plan) -> list[tuple[str, str, str]]:
+    """Differences between two stacks: (what, left value, right value) for resource counts by
+    type, protected resources, and each key property of resources both declare."""
     lmap = {(r.type, r.name): r for r in left.resources if r.custom}
     rmap = {(r.type, r.name): r for r in right.resources if r.custom}
     rows: list[tuple[str, str, str]] = []
@@ -497,6 +641,15 @@ def compare(left: Plan, right: Plan) -> str:
                 rows.append(
                     (f"{key[1]} {path}", json.dumps(lp.get(path)), json.dumps(rp.get(path)))
                 )
+    protected = [sum(r.protect for r in p.resources) for p in (left, right)]
+    if protected[0] != protected[1]:
+        rows.append(("protected resources (`protect`)", str(protected[0]), str(protected[1])))
+    return rows
+
+
+def compare(left: Plan, right: Plan) -> str:
+    """Side-by-side differences between two stacks: resources on one side only, key properties."""
+    rows = compare_rows(left, right)
     if not rows:
         return f"  {left.stack} and {right.stack} declare the same resources and key properties"
     w0 = max(len(r[0]) for r in rows)
@@ -525,12 +678,18 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="print resources and outputs as JSON")
     mode.add_argument("--summary", action="store_true", help="print resource counts by type")
+    parser.add_argument(
+        "--release",
+        action="store_true",
+        help="plan as after a release of the example assets (rollouts, autoscale, grants)",
+    )
     args = parser.parse_args(argv)
 
     from infra.config import ConfigError
 
     try:
-        result = plan(args.stack)
+        result = plan(args.stack, release=args.release)
+        findings = [] if args.json else check_rules(args.stack)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -551,10 +710,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key} = {json.dumps(value, default=str)}")
         print(f"\nresources by type:\n{summary(result.resources)}")
         other = "prod" if args.stack == "dev" else "dev"
-        others = plan(other)
+        others = plan(other, release=args.release)
         dev, prod = (result, others) if args.stack == "dev" else (others, result)
         print(f"\nhow prod differs from dev (key properties):\n{compare(dev, prod)}")
-    return 0
+    if not args.json:
+        print(
+            "\nAzure rules (names, tenant-unique names, create-only properties across the next "
+            "release, identity -> operation -> role), as committed and after a release: "
+            + (f"{len(findings)} finding(s)" if findings else "ok")
+        )
+        for finding in findings:
+            print(f"  {finding}")
+    return 1 if findings else 0
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ from infra.config import ReleaseRunnerSettings
 from infra.naming import Kind, Namer
 
 MONITORING_CONTRIBUTOR = "749f88d5-cbae-40b8-bcfc-e573ddc772fa"
-ACR_PUSH = "8311e382-0749-4cb8-b61a-304f252e45ec"
 APP_KEY_SECRET = "github-app-key"
 
 
@@ -51,7 +50,6 @@ class ReleaseRunnerArgs:
 
     namer: Namer
     stack: str
-    stack_key: str
     location: str
     tags: Mapping[str, str]
     resource_group_name: pulumi.Input[str]
@@ -139,7 +137,7 @@ class ReleaseRunner(pulumi.ComponentResource):
                 "Uploads release code and model files.",
             ),
             # Images promoted by digest are imported into (and pulled from) the registry.
-            (args.registry_id, ACR_PUSH, "registry", "Imports promoted images by digest."),
+            (args.registry_id, roles.ACR_PUSH, "registry", "Imports promoted images by digest."),
             # Per-slot autoscale settings and the alerts the release watches.
             (
                 args.resource_group_id,
@@ -151,7 +149,6 @@ class ReleaseRunner(pulumi.ComponentResource):
         assignments = [
             roles.assign(
                 f"{name}-{label}",
-                key=(args.stack_key, "release-runner", label, role),
                 scope=scope,
                 role_definition_id=roles.built_in_role_id(args.subscription_id, role),
                 principal_id=identity.principal_id,

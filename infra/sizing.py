@@ -193,3 +193,13 @@ def resolve(
     )
     resolved._pattern = pattern
     return resolved
+
+
+# N-series VM families carry GPUs (NC: compute, ND: deep learning, NV: visualisation).
+_GPU_FAMILIES = ("NC", "ND", "NV")
+
+
+def is_gpu(instance_type: str) -> bool:
+    """Whether a managed online endpoint instance type has GPUs (`Standard_NC24ads_A100_v4`)."""
+    family = instance_type.upper().removeprefix("STANDARD_")
+    return family.startswith(_GPU_FAMILIES)

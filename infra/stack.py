@@ -20,12 +20,23 @@ from infra.workspace import Workspace, WorkspaceArgs
 
 def main() -> dict[str, Any]:
     """Declare the platform for the current stack; returns the exported outputs."""
-    settings = load_settings()
+    # Plain value at the edge: the subscription is part of every globally unique name.
+    subscription_id = authorization.get_client_config().subscription_id
+    settings = load_settings(subscription_id)
     client = authorization.get_client_config_output()
     n = settings.namer
     tags = settings.tags.as_dict()
     ws_settings = settings.workspace
     cluster_name = n.name(Kind.COMPUTE_CLUSTER) if settings.compute.cluster else None
+    private_endpoints = settings.network.private_endpoints
+    managed_network = ws_settings.isolation_mode != "Disabled"
+    # A private registry cannot build images itself; the cluster does it instead.
+    image_build_compute = cluster_name if settings.network.private else None
+    capture = (
+        settings.endpoints is not None
+        and settings.monitoring is not None
+        and settings.monitoring.data_collection.enabled
+    )
 
     workspace = Workspace(
         "workspace",
@@ -44,13 +55,20 @@ def main() -> dict[str, Any]:
             high_business_impact=ws_settings.high_business_impact,
             outbound_fqdns=ws_settings.outbound_fqdns,
             existing_resource_group=ws_settings.existing_resource_group,
-            # A private registry cannot build images itself; the cluster does it instead.
-            image_build_compute=cluster_name if settings.network.private else None,
+            image_build_compute=image_build_compute,
+            protect=ws_settings.protect,
+            blob_soft_delete_days=ws_settings.blob_soft_delete_days,
+            blob_versioning=ws_settings.blob_versioning,
+            key_vault_purge_protection=ws_settings.key_vault_purge_protection,
+            registry_zone_redundancy=ws_settings.registry_zone_redundancy,
+            registry_export=ws_settings.registry_export,
+            model_registries=ws_settings.model_registries,
+            private_monitoring="monitor" in private_endpoints,
         ),
     )
 
     network = None
-    if settings.network.private:
+    if private_endpoints:
         network = Network(
             "network",
             NetworkArgs(
@@ -61,6 +79,8 @@ def main() -> dict[str, Any]:
                 address_space=settings.network.address_space,
                 private_endpoint_subnet=settings.network.private_endpoint_subnet,
                 targets=platform_targets(
+                    names=private_endpoints,
+                    monitor_private_link_scope_id=workspace.monitor_private_link_scope_id,
                     workspace_id=workspace.workspace_id,
                     storage_account_id=workspace.storage_account_id,
                     key_vault_id=workspace.key_vault_id,
@@ -71,7 +91,7 @@ def main() -> dict[str, Any]:
 
     runner = None
     runner_settings = settings.release_runner
-    if runner_settings is not None and network is None:
+    if runner_settings is not None and (network is None or not settings.network.private):
         # A public stack releases from GitHub's own runners; nothing to build.
         pulumi.log.warn("releaseRunner is set but network.private is false: no runner is built")
     elif runner_settings is not None and network is not None:
@@ -80,7 +100,6 @@ def main() -> dict[str, Any]:
             ReleaseRunnerArgs(
                 namer=n,
                 stack=settings.stack,
-                stack_key=f"{settings.project}/{settings.stack}",
                 location=settings.location,
                 tags=tags,
                 resource_group_name=workspace.resource_group_name,
@@ -103,7 +122,6 @@ def main() -> dict[str, Any]:
         "identity",
         IdentityArgs(
             namer=n,
-            stack_key=f"{settings.project}/{settings.stack}",
             location=settings.location,
             subscription_id=client.subscription_id,
             resource_group_name=workspace.resource_group_name,
@@ -113,6 +131,10 @@ def main() -> dict[str, Any]:
             registry_id=workspace.registry_id,
             data_scientists=settings.identity.data_scientists,
             deployer=settings.identity.deployer,
+            invoker_role_id=settings.identity.invoker_role_id,
+            workspace_principal_id=workspace.workspace_principal_id if managed_network else None,
+            image_builder=image_build_compute is not None,
+            capture_container_id=workspace.default_container_id if capture else None,
         ),
     )
 
@@ -133,6 +155,7 @@ def main() -> dict[str, Any]:
                 instance=settings.compute.instance,
                 cluster=settings.compute.cluster,
                 cluster_name=cluster_name,
+                depends_on=identity.network_role_assignments,
             ),
         )
 
@@ -142,14 +165,18 @@ def main() -> dict[str, Any]:
             "endpoints",
             EndpointsArgs(
                 namer=n,
-                stack_key=f"{settings.project}/{settings.stack}",
                 location=settings.location,
                 tags=tags,
                 subscription_id=client.subscription_id,
                 resource_group_name=workspace.resource_group_name,
                 workspace_name=workspace.workspace_name,
                 identity_id=identity.endpoint_identity_id,
-                identity_grants=identity.endpoint_role_assignments,
+                identity_grants=[
+                    *identity.endpoint_role_assignments,
+                    *identity.network_role_assignments,
+                ],
+                deployer_grants=identity.deployer_role_assignments,
+                log_analytics_id=workspace.log_analytics_id,
                 invoker_role_definition_id=identity.invoker_role_definition_id,
                 invokers=settings.identity.invokers,
                 settings=settings.endpoints,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pulumi
 from pulumi_azure_native import (
     applicationinsights,
+    authorization,
     containerregistry,
     keyvault,
     machinelearningservices,
@@ -42,6 +43,18 @@ class WorkspaceArgs:
     existing_resource_group: str | None = None
     image_build_compute: str | None = None
     """Compute cluster that builds images when the registry is private."""
+    protect: bool = True
+    """Pulumi `protect` on stateful resources and a CanNotDelete lock on the resource group."""
+    blob_soft_delete_days: int = 7
+    blob_versioning: bool = True
+    key_vault_purge_protection: bool = True
+    registry_zone_redundancy: bool = False
+    registry_export: bool = True
+    model_registries: Sequence[str] = field(default_factory=tuple)
+    """Azure ML registries the managed network reaches through private endpoint rules."""
+    private_monitoring: bool = False
+    """Log Analytics and App Insights behind an Azure Monitor private link scope: ingestion and
+    query closed to the internet."""
 
 
 class Workspace(pulumi.ComponentResource):
@@ -65,10 +78,18 @@ class Workspace(pulumi.ComponentResource):
     """Name of the workspace's container registry."""
     log_analytics_id: pulumi.Output[str]
     """ARM id of the Log Analytics workspace that receives diagnostics."""
+    workspace_principal_id: pulumi.Output[str]
+    """Object id of the ML workspace's system-assigned identity."""
+    default_container_id: pulumi.Output[str]
+    """ARM id of the blob container behind the workspace's default datastore."""
+    monitor_private_link_scope_id: pulumi.Output[str] | None
+    """ARM id of the Azure Monitor private link scope (private monitoring only)."""
 
     def __init__(self, name: str, args: WorkspaceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("byom:workspace:Workspace", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # Stateful resources: `pulumi destroy` or an unintended replace must not delete them.
+        keep = pulumi.ResourceOptions(parent=self, protect=args.protect)
         n = args.namer
         private = args.public_network_access == "Disabled"
         tags = dict(args.tags)
@@ -81,9 +102,20 @@ class Workspace(pulumi.ComponentResource):
                 resource_group_name=n.name(Kind.RESOURCE_GROUP),
                 location=args.location,
                 tags=tags,
-                opts=child,
+                opts=keep,
             )
             rg_name = rg.name
+        if args.protect:
+            # Also against deletes outside Pulumi (portal, CLI). Inherited by every resource in
+            # the group: deleting anything in it needs the lock lifted first.
+            authorization.ManagementLockAtResourceGroupLevel(
+                f"{name}-lock",
+                lock_name=n.name(Kind.MANAGEMENT_LOCK),
+                level="CanNotDelete",
+                resource_group_name=rg_name,
+                notes="Stateful ML platform (models, captured data); managed by Pulumi.",
+                opts=child,
+            )
         common = {"resource_group_name": rg_name, "location": args.location, "tags": tags}
 
         st = storage.StorageAccount(
@@ -106,8 +138,25 @@ class Workspace(pulumi.ComponentResource):
                 # Azure ML's trusted-service access to its own storage.
                 bypass="AzureServices",
             ),
-            opts=child,
+            opts=keep,
             **common,
+        )
+        retention = (
+            storage.DeleteRetentionPolicyArgs(enabled=True, days=args.blob_soft_delete_days)
+            if args.blob_soft_delete_days
+            else storage.DeleteRetentionPolicyArgs(enabled=False)
+        )
+        storage.BlobServiceProperties(
+            f"{name}-blob-service",
+            account_name=st.name,
+            resource_group_name=rg_name,
+            blob_services_name="default",
+            # Registered models, code and captured data can be restored after a delete or an
+            # overwrite.
+            delete_retention_policy=retention,
+            container_delete_retention_policy=retention,
+            is_versioning_enabled=args.blob_versioning,
+            opts=child,
         )
 
         kv = keyvault.Vault(
@@ -120,7 +169,8 @@ class Workspace(pulumi.ComponentResource):
                 enable_soft_delete=True,
                 soft_delete_retention_in_days=90,
                 # Purge protection cannot be turned off again and blocks name reuse for 90 days.
-                enable_purge_protection=True,
+                # Azure refuses an explicit false: off means not sent.
+                enable_purge_protection=True if args.key_vault_purge_protection else None,
                 enabled_for_deployment=False,
                 enabled_for_disk_encryption=False,
                 enabled_for_template_deployment=False,
@@ -129,7 +179,7 @@ class Workspace(pulumi.ComponentResource):
                     default_action="Deny" if private else "Allow", bypass="AzureServices"
                 ),
             ),
-            opts=child,
+            opts=keep,
             **common,
         )
 
@@ -148,19 +198,28 @@ class Workspace(pulumi.ComponentResource):
             )
             if premium
             else None,
-            opts=child,
+            # Create-only: decided at the first deploy.
+            zone_redundancy="Enabled" if args.registry_zone_redundancy else "Disabled",
+            # Export is one more way out for images; Azure allows it off only when private.
+            policies=containerregistry.PoliciesArgs(
+                export_policy=containerregistry.ExportPolicyArgs(status="disabled")
+            )
+            if not args.registry_export
+            else None,
+            opts=keep,
             **common,
         )
 
+        monitor_access = "Disabled" if args.private_monitoring else "Enabled"
         law = operationalinsights.Workspace(
             f"{name}-logs",
             workspace_name=n.name(Kind.LOG_ANALYTICS),
             sku=operationalinsights.WorkspaceSkuArgs(name="PerGB2018"),
             retention_in_days=args.log_retention_days,
-            # Ingestion stays public until an Azure Monitor Private Link Scope is added.
-            public_network_access_for_ingestion="Enabled",
-            public_network_access_for_query="Enabled",
-            opts=child,
+            # With a private link scope, logs go in and come out only through it.
+            public_network_access_for_ingestion=monitor_access,
+            public_network_access_for_query=monitor_access,
+            opts=keep,
             **common,
         )
 
@@ -174,8 +233,8 @@ class Workspace(pulumi.ComponentResource):
             # Online deployments with app_insights_enabled send telemetry with the connection
             # string; Entra-only ingestion would silently drop it.
             disable_local_auth=False,
-            public_network_access_for_ingestion="Enabled",
-            public_network_access_for_query="Enabled",
+            public_network_access_for_ingestion=monitor_access,
+            public_network_access_for_query=monitor_access,
             opts=child,
             **common,
         )
@@ -191,8 +250,10 @@ class Workspace(pulumi.ComponentResource):
             container_registry=acr.id,
             application_insights=appi.id,
             public_network_access=args.public_network_access,
-            allow_public_access_when_behind_vnet=False,
             managed_network=_managed_network(args),
+            # Build the managed network now, not at the first compute: endpoints and image
+            # builds would otherwise race its provisioning (up to 30 minutes).
+            provision_network_now=True if args.isolation_mode != "Disabled" else None,
             # Datastores use the caller's Entra identity, so storage needs no shared keys.
             system_datastores_auth_mode="Identity",
             # Managed online endpoints in a managed VNet require v1 legacy mode off.
@@ -201,23 +262,44 @@ class Workspace(pulumi.ComponentResource):
             image_build_compute=args.image_build_compute,
             friendly_name=f"{n.workload} {n.environment}",
             description="Bring-your-own LLM platform, managed by Pulumi (azureml-byom).",
-            opts=child,
+            opts=keep,
             **common,
         )
 
-        for target, resource in (("aml", ws), ("vault", kv)):
-            monitor.DiagnosticSetting(
-                f"{name}-{target}-diagnostics",
-                name="to-log-analytics",
-                resource_uri=resource.id,
-                workspace_id=law.id,
-                log_analytics_destination_type="Dedicated",
-                logs=[monitor.DiagnosticsLogSettingsArgs(category_group="allLogs", enabled=True)],
-                metrics=[
-                    monitor.DiagnosticsMetricSettingsArgs(category="AllMetrics", enabled=True)
-                ],
+        # Data access on the confidential blobs, registry logins and pushes, vault and
+        # workspace operations: all to Log Analytics.
+        for target, uri, metric in (
+            ("aml", ws.id, "AllMetrics"),
+            ("vault", kv.id, "AllMetrics"),
+            ("registry", acr.id, "AllMetrics"),
+            ("blob", pulumi.Output.concat(st.id, "/blobServices/default"), "Transaction"),
+        ):
+            diagnostics(f"{name}-{target}-diagnostics", uri, law.id, metric, child)
+
+        self.monitor_private_link_scope_id = None
+        if args.private_monitoring:
+            scope = monitor.PrivateLinkScope(
+                f"{name}-monitor-scope",
+                scope_name=n.name(Kind.MONITOR_PRIVATE_LINK_SCOPE),
+                resource_group_name=rg_name,
+                location="global",
+                # Only resources in the scope, only through its private endpoint.
+                access_mode_settings=monitor.AccessModeSettingsArgs(
+                    ingestion_access_mode="PrivateOnly", query_access_mode="PrivateOnly"
+                ),
+                tags=tags,
                 opts=child,
             )
+            for target, resource in (("logs", law), ("insights", appi)):
+                monitor.PrivateLinkScopedResource(
+                    f"{name}-monitor-scope-{target}",
+                    name=target,
+                    scope_name=scope.name,
+                    resource_group_name=rg_name,
+                    linked_resource_id=resource.id,
+                    opts=child,
+                )
+            self.monitor_private_link_scope_id = scope.id
 
         self.resource_group_name = rg_name
         self.workspace_name = ws.name
@@ -228,6 +310,11 @@ class Workspace(pulumi.ComponentResource):
         self.registry_id = acr.id
         self.registry_name = acr.name
         self.log_analytics_id = law.id
+        self.workspace_principal_id = ws.identity.apply(lambda i: i.principal_id if i else "")
+        # Azure ML names the default datastore's container after the workspace's GUID.
+        self.default_container_id = pulumi.Output.concat(
+            st.id, "/blobServices/default/containers/azureml-blobstore-", ws.workspace_id
+        )
         self.register_outputs(
             {
                 "resource_group_name": self.resource_group_name,
@@ -243,12 +330,28 @@ class Workspace(pulumi.ComponentResource):
 def _managed_network(
     args: WorkspaceArgs,
 ) -> machinelearningservices.ManagedNetworkSettingsArgs:
-    if args.isolation_mode != "AllowOnlyApprovedOutbound":
+    if args.isolation_mode == "Disabled":
         return machinelearningservices.ManagedNetworkSettingsArgs(
             isolation_mode=args.isolation_mode
         )
+    registries = {
+        f"registry-{registry.rsplit('/', 1)[-1].lower()}": (
+            machinelearningservices.PrivateEndpointOutboundRuleArgs(
+                type="PrivateEndpoint",
+                category="UserDefined",
+                destination=machinelearningservices.PrivateEndpointDestinationArgs(
+                    service_resource_id=registry, subresource_target="amlregistry"
+                ),
+            )
+        )
+        for registry in args.model_registries
+    }
+    if args.isolation_mode != "AllowOnlyApprovedOutbound":
+        return machinelearningservices.ManagedNetworkSettingsArgs(
+            isolation_mode=args.isolation_mode, outbound_rules=registries or None
+        )
     # Each FQDN rule goes through an Azure Firewall that the workspace creates (and bills).
-    rules = {
+    fqdns = {
         re.sub(r"[^a-z0-9]+", "-", fqdn.lower()).strip("-"): (
             machinelearningservices.FqdnOutboundRuleArgs(
                 type="FQDN", category="UserDefined", destination=fqdn
@@ -258,6 +361,33 @@ def _managed_network(
     }
     return machinelearningservices.ManagedNetworkSettingsArgs(
         isolation_mode=args.isolation_mode,
-        firewall_sku=args.firewall_sku if rules else None,
-        outbound_rules=rules or None,
+        firewall_sku=args.firewall_sku if fqdns else None,
+        outbound_rules={**fqdns, **registries} or None,
+    )
+
+
+def diagnostics(
+    resource_name: str,
+    resource_uri: pulumi.Input[str],
+    log_analytics_id: pulumi.Input[str],
+    metric_category: str | None,
+    opts: pulumi.ResourceOptions,
+    log_categories: Sequence[str] = (),
+) -> monitor.DiagnosticSetting:
+    """Send a resource's logs (the named categories, else all) and metrics to Log Analytics."""
+    logs = [
+        monitor.DiagnosticsLogSettingsArgs(category=category, enabled=True)
+        for category in log_categories
+    ] or [monitor.DiagnosticsLogSettingsArgs(category_group="allLogs", enabled=True)]
+    return monitor.DiagnosticSetting(
+        resource_name,
+        name="to-log-analytics",
+        resource_uri=resource_uri,
+        workspace_id=log_analytics_id,
+        log_analytics_destination_type="Dedicated",
+        logs=logs,
+        metrics=[monitor.DiagnosticsMetricSettingsArgs(category=metric_category, enabled=True)]
+        if metric_category
+        else None,
+        opts=opts,
     )

@@ -40,6 +40,7 @@ class Resource(Protocol):
     name: str
     urn: str
     props: dict[str, Any]
+    protect: bool
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,20 @@ def _level(name: str, value: Any) -> str:
 def evaluate(resources: Iterable[Resource], config: Mapping[str, Any]) -> list[Violation]:
     """Every violation of every enabled policy by the given resources."""
     policies = [p for p in resolve(config) if p.enforcement != "disabled"]
+    resources = list(resources)
     violations = []
+    for policy in policies:
+        for found, reason in policy.spec.check_stack(resources, policy.config):
+            violations.append(
+                Violation(
+                    policy=policy.spec.name,
+                    enforcement=policy.enforcement,
+                    resource_type=found.type if found else "stack",
+                    resource_name=found.name if found else "(stack)",
+                    urn=found.urn if found else "",
+                    reason=reason,
+                )
+            )
     for resource in resources:
         for policy in policies:
             for reason in policy.spec.check(resource.type, resource.props, policy.config):
@@ -159,12 +173,15 @@ def apply_overrides(
     return result
 
 
-def plan_resources(stack: str, overrides: Sequence[str] = ()) -> list[Any]:
-    """The offline plan's resources for `stack`, after config overrides."""
+def plan_resources(
+    stack: str, overrides: Sequence[str] = (), *, release: bool = False
+) -> list[Any]:
+    """The offline plan's resources for `stack`, after config overrides; with `release`, as
+    after a release of the example assets (rollouts, autoscale, the release's grants)."""
     from infra import plan
     from infra import stack as program  # imported late: pulumi_azure_native loads slowly
 
-    project, config = plan.read_stack_config(stack)
+    project, config = plan.stack_config(stack, release=release)
     config = apply_overrides(config, overrides, project)
     return plan.run(program.main, stack=stack, config=config, project=project).resources
 
@@ -216,6 +233,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         help="override a stack config value, e.g. network.private=false (repeatable)",
     )
     parser.add_argument(
+        "--release",
+        action="store_true",
+        help="check the plan as after a release (example model and environment)",
+    )
+    parser.add_argument(
         "--policy-config",
         type=Path,
         help="policy config JSON (default: policy/config.<stack>.json)",
@@ -227,7 +249,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         config = load_config(args.policy_config or config_path(args.stack))
         resolve(config)
-        resources = plan_resources(args.stack, args.config_override)
+        resources = plan_resources(args.stack, args.config_override, release=args.release)
     except (ConfigError, PolicyConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,13 @@ from tests.delivery.conftest import code_dir, fake, tiny_model  # noqa: F401
 
 @pytest.fixture(scope="session")
 def plans() -> dict[str, Plan]:
-    """The real program run for every stack with its stack file's config."""
+    """The real program run for every stack as after a first release (the example assets)."""
+    return {stack: plan(stack, release=True) for stack in STACKS}
+
+
+@pytest.fixture(scope="session")
+def fresh_plans() -> dict[str, Plan]:
+    """The real program run for every stack with its stack file's config as committed."""
     return {stack: plan(stack) for stack in STACKS}
 
 

@@ -65,3 +65,21 @@ def test_plan_cli_json_lists_resources_with_parents(capsys: pytest.CaptureFixtur
     assert data["stack"] == "prod"
     first = data["resources"][0]
     assert {"type", "name", "urn", "parent_urn", "props", "custom"} <= set(first)
+
+
+def test_plan_cli_runs_the_azure_rules_and_fails_on_a_finding(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m infra.plan` reports the rule set and exits 1 when Azure would refuse (the
+    rule set itself runs on both stacks in test_azure_rules)."""
+    from infra import azure_rules, plan
+
+    checked: list[str] = []
+    monkeypatch.setattr(plan, "check_rules", lambda stack: checked.append(stack) or [])
+    assert main(["--stack", "prod", "--summary"]) == 0
+    assert checked == ["prod"]
+    assert "Azure rules" in capsys.readouterr().out
+    finding = azure_rules.Finding("create-only", "workspace-registry", "zoneRedundancy changes")
+    monkeypatch.setattr(plan, "check_rules", lambda stack: [finding])
+    assert main(["--stack", "prod", "--summary"]) == 1
+    assert "create-only: workspace-registry: zoneRedundancy changes" in capsys.readouterr().out

@@ -34,7 +34,6 @@ EXPECTED_CHILDREN = {
     "byom:identity:Identity": {
         "azure-native:managedidentity:UserAssignedIdentity",
         ROLE_ASSIGNMENT,
-        "azure-native:authorization:RoleDefinition",
     },
     "byom:compute:Compute": {COMPUTE},
 }
@@ -71,9 +70,19 @@ def test_expected_resources_exist_under_their_components(stack_plan: Plan) -> No
         assert types <= found.get(component, set()), f"{component} lacks {types - found[component]}"
 
 
-def test_dev_runs_public_without_network_resources(plans: dict[str, Plan]) -> None:
-    """The dev stack opts out of private networking (cost), so no VNet is declared."""
-    assert not [r for r in plans["dev"].resources if r.type.startswith("byom:network")]
+def test_dev_is_public_but_exercises_the_private_path(plans: dict[str, Plan]) -> None:
+    """Dev keeps public access (cost, convenience) but has a managed network that allows
+    internet outbound (no firewall) and the workspace's private endpoint."""
+    (ws,) = of_type(plans["dev"].resources, WORKSPACE)
+    assert ws.props["publicNetworkAccess"] == "Enabled"
+    assert prop(ws.props, "managedNetwork.isolationMode") == "AllowInternetOutbound"
+    assert prop(ws.props, "managedNetwork.firewallSku") is None
+    groups = [
+        g
+        for r in of_type(plans["dev"].resources, PEP)
+        for g in prop(r.props, "privateLinkServiceConnections.0.groupIds")
+    ]
+    assert groups == ["amlworkspace"]
 
 
 @pytest.mark.parametrize("token", [WORKSPACE, STORAGE, VAULT, REGISTRY])
@@ -107,13 +116,13 @@ def test_every_private_endpoint_has_a_dns_zone_group(stack_plan: Plan) -> None:
 
 
 def test_prod_has_private_endpoints_for_every_dependency(plans: dict[str, Plan]) -> None:
-    """Workspace, blob, file, vault and registry each get a private endpoint in prod."""
+    """Workspace, blob, file, vault, registry and Azure Monitor get a private endpoint in prod."""
     groups = sorted(
         g
         for r in of_type(plans["prod"].resources, PEP)
         for g in prop(r.props, "privateLinkServiceConnections.0.groupIds")
     )
-    assert groups == ["amlworkspace", "blob", "file", "registry", "vault"]
+    assert groups == ["amlworkspace", "azuremonitor", "blob", "file", "registry", "vault"]
 
 
 def test_compute_instances_shut_down_when_idle(stack_plan: Plan) -> None:
@@ -155,10 +164,19 @@ def test_no_role_assignment_grants_owner_contributor_or_uaa(stack_plan: Plan) ->
         assert guid not in roles.FORBIDDEN_ROLES, f"{r.urn} grants {roles.FORBIDDEN_ROLES[guid]}"
 
 
-def test_custom_invoker_role_may_only_score(stack_plan: Plan) -> None:
-    """The endpoint-invoker role allows the score action and nothing else."""
-    (role,) = of_type(stack_plan.resources, "azure-native:authorization:RoleDefinition")
+def test_custom_invoker_role_may_only_score(plans: dict[str, Plan]) -> None:
+    """Dev declares the endpoint-invoker role: the score action and nothing else."""
+    (role,) = of_type(plans["dev"].resources, "azure-native:authorization:RoleDefinition")
     assert role.props["permissions"] == [{"actions": [roles.SCORE_ACTION]}], role.urn
+
+
+def test_prod_takes_the_invoker_role_from_config(plans: dict[str, Plan]) -> None:
+    """Prod's deployer cannot write role definitions: the role was created once, out of band."""
+    assert not of_type(plans["prod"].resources, "azure-native:authorization:RoleDefinition")
+    invokers = [r for r in of_type(plans["prod"].resources, ROLE_ASSIGNMENT) if "invoker" in r.name]
+    assert invokers
+    for r in invokers:
+        assert r.props["roleDefinitionId"].endswith("/6a1f0c3e-2b9d-4c8e-a7f1-0d3b5c9e2a41")
 
 
 def test_every_taggable_resource_carries_the_tags(
@@ -204,7 +222,9 @@ def test_storage_and_vault_hardening_is_explicit(stack_plan: Plan) -> None:
         assert r.props["allowSharedKeyAccess"] is False, r.urn
     for r in of_type(stack_plan.resources, VAULT):
         assert prop(r.props, "properties.enableRbacAuthorization") is True, r.urn
-        assert prop(r.props, "properties.enablePurgeProtection") is True, r.urn
+        # Only where the stack says so; Azure refuses an explicit false (off = not sent).
+        expected = True if stack_plan.stack == "prod" else None
+        assert prop(r.props, "properties.enablePurgeProtection") is expected, r.urn
     for r in of_type(stack_plan.resources, REGISTRY):
         assert r.props["adminUserEnabled"] is False, r.urn
 

@@ -15,23 +15,26 @@ INSECURE_PROD_OVERRIDES = (
     "tags.dataClassification=internal",
     "endpoints.authMode=Key",
     "endpoints.deployments.generate.instanceType=Standard_D2s_v3",
+    "endpoints.deployments.generate.autoscale.metric=CpuUtilizationPercentage",
     "compute.instance.idleShutdownMinutes=480",
+    "workspace.storageSku=Standard_LRS",
+    "workspace.highBusinessImpact=false",
 )
 
 
 @pytest.fixture(scope="session")
 def prod_resources() -> list[Any]:
-    """The prod stack's offline plan."""
-    return check.plan_resources("prod")
+    """The prod stack's offline plan, as after a release."""
+    return check.plan_resources("prod", release=True)
 
 
 @pytest.fixture(scope="session")
 def dev_resources() -> list[Any]:
-    """The dev stack's offline plan."""
-    return check.plan_resources("dev")
+    """The dev stack's offline plan, as after a release."""
+    return check.plan_resources("dev", release=True)
 
 
 @pytest.fixture(scope="session")
 def insecure_prod_resources() -> list[Any]:
     """The prod plan with INSECURE_PROD_OVERRIDES applied to its stack config."""
-    return check.plan_resources("prod", INSECURE_PROD_OVERRIDES)
+    return check.plan_resources("prod", INSECURE_PROD_OVERRIDES, release=True)

@@ -110,7 +110,9 @@ def test_report_exits_nonzero_and_prints_policy_resource_reason(insecure_prod_re
 
 def test_cli_passes_prod(prod_resources, monkeypatch):
     """`python -m policy.check --stack prod` exits 0."""
-    monkeypatch.setattr(check, "plan_resources", lambda stack, overrides: prod_resources)
+    monkeypatch.setattr(
+        check, "plan_resources", lambda stack, overrides, release=False: prod_resources
+    )
     out = io.StringIO()
     assert check.main(["--stack", "prod"], out=out) == 0
     assert out.getvalue().rstrip().endswith("passed")
@@ -120,7 +122,7 @@ def test_cli_passes_overrides_to_the_plan(insecure_prod_resources, monkeypatch):
     """--config-override values reach the plan; the insecure result exits 1."""
     seen = []
 
-    def plan(stack, overrides):
+    def plan(stack, overrides, release=False):
         seen.append((stack, tuple(overrides)))
         return insecure_prod_resources
 
@@ -157,6 +159,7 @@ def test_prod_deployment_with_too_high_a_floor_fails_min_instances():
             "endpoints.deployments.generate.instanceCount=3",
             "endpoints.deployments.generate.autoscale.minInstances=3",
         ],
+        release=True,
     )
     config = check.load_config(check.config_path("prod"))
     violations = [

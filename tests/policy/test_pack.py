@@ -115,7 +115,11 @@ def analyzer(tmp_path_factory):
 
 
 def _policy_config(stack: str) -> dict[str, analyzer_pb2.PolicyConfig]:
-    levels = {"advisory": analyzer_pb2.ADVISORY, "mandatory": analyzer_pb2.MANDATORY}
+    levels = {
+        "advisory": analyzer_pb2.ADVISORY,
+        "mandatory": analyzer_pb2.MANDATORY,
+        "disabled": analyzer_pb2.DISABLED,
+    }
     result = {}
     for policy in check.resolve(check.load_config(check.config_path(stack))):
         properties = struct_pb2.Struct()
