@@ -109,11 +109,6 @@ def server_concurrency(max_concurrent_requests_per_instance: int) -> dict[str, s
     }
 
 
-def _is_gpu_sku(instance_type: str) -> bool:
-    """N-series VM families carry GPUs (NC: compute, ND: deep learning, NV: visualisation)."""
-    return instance_type.upper().removeprefix("STANDARD_").startswith(("NC", "ND", "NV"))
-
-
 def engine_memory(instance_type: str, model_size_gb: float | None) -> dict[str, str]:
     """vLLM's memory settings for one replica on `instance_type`.
 
@@ -122,7 +117,7 @@ def engine_memory(instance_type: str, model_size_gb: float | None) -> dict[str, 
     The number of sequences it holds is SCORING_MAX_BATCH_SIZE (`server_concurrency`); the
     context is the deployment's prompt plus new-token limits (scoring.engines).
     """
-    if _is_gpu_sku(instance_type):
+    if is_gpu(instance_type):
         return {"SCORING_GPU_MEMORY_UTILIZATION": f"{GPU_MEMORY_UTILIZATION:g}"}
     memory = CPU_INSTANCE_MEMORY_GB.get(instance_type)
     if memory is None:
