@@ -37,6 +37,7 @@ from delivery.gate import GatePolicy
 from delivery.spec import (
     DEFAULT_CODE_DIR,
     DEFAULT_SCORING_SCRIPT,
+    SERVERS,
     DataCollectionSpec,
     ProbeSpec,
     RequestTimeoutMs,
@@ -87,6 +88,9 @@ _REGISTRY_ID = re.compile(
 ALERT_WINDOWS = (1, 5, 15, 30, 60)
 # Namespace of the keys the delivery CLI writes (`byom:model`, `byom:environment`).
 DELIVERY_NAMESPACE = "byom"
+# The keys the delivery CLI writes under it; serverEnvironment only matters to `server: openai`.
+REQUIRED_DELIVERY_KEYS = ("model", "environment")
+DELIVERY_KEYS = (*REQUIRED_DELIVERY_KEYS, "serverEnvironment")
 
 _GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.IGNORECASE)
@@ -334,6 +338,9 @@ class DeploymentSettings(ConfigModel):
         default_factory=dict
     )
     autoscale: Annotated[AutoscaleSettings | None, Toggle] = None
+    server: one_of(*SERVERS) = "azmlinfsrv"
+    """azmlinfsrv: Azure ML's inference server runs score.py (POST /score); openai: the
+    OpenAI-compatible custom container (byom:serverEnvironment) with /v1/... and /score."""
     _pattern: str = PrivateAttr("")
 
     @property
@@ -396,6 +403,8 @@ class DeliveryRecords(ConfigModel):
 
     model: ModelRecord
     environment: EnvironmentRecord
+    server_environment: EnvironmentRecord | None = None
+    """`byom:serverEnvironment`: the OpenAI-compatible server's image, for `server: openai`."""
 
     @property
     def model_asset_id(self) -> str:
@@ -409,6 +418,17 @@ class DeliveryRecords(ConfigModel):
     def environment_asset_id(self) -> str:
         """The environment reference a deployment names."""
         return f"azureml:{self.environment.name}:{self.environment.version}"
+
+    def environment_for(self, server: str) -> str:
+        """The environment a deployment with this server runs: the conda environment for
+        Azure ML's inference server, the server image for the OpenAI-compatible container."""
+        if server == "azmlinfsrv":
+            return self.environment_asset_id
+        image = self.server_environment
+        if image is None:
+            allowed = "registered by `python -m delivery register` (needed by server: openai)"
+            raise ConfigError(f"{DELIVERY_NAMESPACE}:serverEnvironment", None, allowed)
+        return f"azureml:{image.name}:{image.version}"
 
 
 def _size_gb(raw: Any) -> float | None:
@@ -779,7 +799,8 @@ def parse_settings(
 ) -> StackSettings:
     """Validate raw config values (top-level keys without the project prefix) into settings.
 
-    `delivery` holds the `byom:model` and `byom:environment` blocks (keys `model`, `environment`).
+    `delivery` holds the `byom:model`, `byom:environment` and (optional)
+    `byom:serverEnvironment` blocks (keys `model`, `environment`, `serverEnvironment`).
     """
     settings: StackConfig = validate(StackConfig, values, f"{project}:")
     # Global names (storage, key vault, registry, endpoints) must not collide between adopters:
@@ -789,8 +810,12 @@ def parse_settings(
     settings.tags._environment = stack
     delivery = {k: v for k, v in (delivery or {}).items() if v is not None}
     if settings.endpoints is not None and delivery:
-        records = {k: delivery.get(k) or {} for k in DeliveryRecords.model_fields}
-        settings.endpoints._assets = validate(DeliveryRecords, records, f"{DELIVERY_NAMESPACE}:")
+        records = {k: delivery.get(k) or {} for k in REQUIRED_DELIVERY_KEYS}
+        records.update({k: delivery[k] for k in DELIVERY_KEYS if k in delivery})
+        assets = validate(DeliveryRecords, records, f"{DELIVERY_NAMESPACE}:")
+        for deployment in settings.endpoints.deployments:
+            assets.environment_for(deployment.server)  # a missing image fails here, by key
+        settings.endpoints._assets = assets
         _check_release(settings)
     # Fail here, not halfway through a deployment, when a name cannot be built.
     for kind in Kind:
@@ -840,7 +865,7 @@ def load_settings(subscription_id: str = "") -> StackSettings:
     """Read the current stack's configuration through the Pulumi runtime and validate it."""
     config, delivery = pulumi.Config(), pulumi.Config(DELIVERY_NAMESPACE)
     values = {f.alias: _read(config, f.alias) for f in StackConfig.model_fields.values()}
-    records = {key: _read(delivery, key) for key in DeliveryRecords.model_fields}
+    records = {key: _read(delivery, key) for key in DELIVERY_KEYS}
     return parse_settings(
         {k: v for k, v in values.items() if v is not None},
         stack=pulumi.get_stack(),

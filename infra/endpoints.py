@@ -207,7 +207,7 @@ class Endpoints(pulumi.ComponentResource):
         spec = DeploymentSpec(
             pattern=deployment.pattern,
             model=s.assets.model_asset_id,
-            environment=s.assets.environment_asset_id,
+            environment=s.assets.environment_for(deployment.server),
             instance_type=deployment.instance_type,
             instance_count=deployment.instance_count,
             code_dir=s.code_dir,
@@ -222,6 +222,7 @@ class Endpoints(pulumi.ComponentResource):
             egress_public_network_access=s.egress_public_network_access,
             app_insights_enabled=True,
             data_collection=capture,
+            server=deployment.server,
         )
         # With autoscale on, the rollout never sets a live deployment's instance count.
         policy = replace(s.rollout, autoscale=deployment.autoscale is not None, watch_alerts=watch)

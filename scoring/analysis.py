@@ -4,10 +4,14 @@ For every token after the first: its log-probability, its rank among the whole v
 (1 = the model's top choice) and the top-k alternatives; per text: perplexity, mean
 log-probability and GLTR buckets (ranks within 10 / 100 / 1000 / beyond).
 
-One forward pass per batch of texts computes hidden states; logits are then projected a chunk of
-positions at a time, so peak memory is ``chunk x vocab`` instead of ``tokens x vocab``. Ranks count
-the logits above the actual token's, which needs no sort, and log-probabilities subtract a
-logsumexp instead of materialising a full ``log_softmax``.
+Work follows the tokens that are really there. Texts are grouped by length, so a batch of one long
+and many short texts does not pad every short one to the long one's length (:func:`plan_groups`;
+the padded positions are what the request limits count). Each group runs through the model a
+slice of positions at a time over a KV cache, so attention memory is ``slice x length`` rather
+than ``length x length``, and the request's deadline and cancellation are checked between slices.
+Logits are then projected a chunk of positions at a time, so peak memory is ``chunk x vocab``
+instead of ``tokens x vocab``. Ranks count the logits above the actual token's, which needs no
+sort, and log-probabilities subtract a logsumexp instead of materialising a full ``log_softmax``.
 """
 
 from __future__ import annotations
@@ -15,15 +19,20 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from scoring.generation import new_cache
 from scoring.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
 BUCKET_LIMITS = (10, 100, 1000)
+# A group may pad its texts to at most this many times their real positions: 1000 + 15 x 1 tokens
+# become two groups (15 x 1 and 1 x 1000) instead of 16 x 1000 positions.
+MAX_PADDING_RATIO = 1.25
 
 
 @dataclass(frozen=True)
@@ -117,11 +126,35 @@ def position_stats(
     return logprobs, ranks, indices, values - lse
 
 
-def _pad(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def plan_groups(lengths: list[int], max_ratio: float | None = None) -> list[list[int]]:
+    """Indices of the texts, grouped by length so each group's padded positions stay within
+    ``max_ratio`` (default :data:`MAX_PADDING_RATIO`) of its real ones; a text alone is never
+    padded."""
+    max_ratio = MAX_PADDING_RATIO if max_ratio is None else max_ratio
+    groups: list[list[int]] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        group = groups[-1] if groups else []
+        # Sorted ascending: the newcomer sets the group's width.
+        if group and lengths[i] * (len(group) + 1) > max_ratio * (real + lengths[i]):
+            group = []
+        if not group:
+            groups.append(group)
+            real = 0
+        group.append(i)
+        real += lengths[i]
+    return groups
+
+
+def padded_positions(lengths: list[int], max_ratio: float | None = None) -> int:
+    """Positions the model runs for these texts: what the token limits are checked against."""
+    return sum(len(g) * max(lengths[i] for i in g) for g in plan_groups(lengths, max_ratio))
+
+
+def _pad(batch: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Right-padded ids: under causal attention no real token sees a pad after it."""
     width = max(map(len, batch))
-    ids = torch.tensor([seq + [pad_id] * (width - len(seq)) for seq in batch])
-    mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for seq in batch])
-    return ids, mask
+    return torch.tensor([seq + [pad_id] * (width - len(seq)) for seq in batch])
 
 
 @torch.inference_mode()
@@ -131,32 +164,75 @@ def score_tokens(
     top_k: int = 5,
     chunk: int = 256,
     compiled: bool = True,
+    *,
+    forward_tokens: int = 512,
+    check: Callable[[], None] | None = None,
 ) -> list[TokenScores]:
-    """Score every text of ``batch`` (token ids) with one forward pass and chunked heads."""
-    ids, mask = _pad(batch, lm.tokenizer.pad_token_id or 0)
-    ids, mask = ids.to(lm.device), mask.to(lm.device)
-    hidden = lm.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B,T,H)
+    """Score every text of ``batch`` (token ids), a length group at a time; results in order.
 
-    # Flatten to the positions that predict a real next token: (N, H) and targets (N,).
-    predicts = mask[:, 1:].bool()
-    states = hidden[:, :-1][predicts]
-    targets = ids[:, 1:][predicts]
+    ``forward_tokens`` bounds the positions (rows x slice) of one forward call; ``check`` runs
+    before each call and raises to stop the work (deadline passed, client gone).
+    """
+    results: list[TokenScores | None] = [None] * len(batch)
+    for group in plan_groups([len(seq) for seq in batch]):
+        scored = _score_group(
+            lm, [batch[i] for i in group], top_k, chunk, compiled, forward_tokens, check
+        )
+        for i, scores in zip(group, scored, strict=True):
+            results[i] = scores
+    return [r for r in results if r is not None]
 
-    n = targets.shape[0]
+
+def _score_group(
+    lm: LoadedModel,
+    batch: list[list[int]],
+    top_k: int,
+    chunk: int,
+    compiled: bool,
+    forward_tokens: int,
+    check: Callable[[], None] | None,
+) -> list[TokenScores]:
+    ids = _pad(batch, lm.tokenizer.pad_token_id or 0).to(lm.device)  # (B, T)
+    rows, width = ids.shape
+    # Row r predicts its token p + 1 at position p, for p < len - 1; flat index offset[r] + p.
+    scored = [max(len(seq) - 1, 0) for seq in batch]
+    offsets = torch.tensor([0, *scored]).cumsum(0)[:-1]
+    predicts = torch.arange(width - 1)[None, :] < torch.tensor(scored)[:, None]  # (B, T-1)
+    n = sum(scored)
     logprobs, ranks = torch.empty(n), torch.empty(n, dtype=torch.long)
     top_ids, top_lp = torch.empty((n, top_k), dtype=torch.long), torch.empty((n, top_k))
-    for start in range(0, n, chunk):
-        rows = slice(start, start + chunk)
-        logits = _project(lm, states[rows])  # (c, V) fp32
-        stats = position_stats(logits, targets[rows], top_k, compiled)
-        logprobs[rows], ranks[rows], top_ids[rows], top_lp[rows] = (t.cpu() for t in stats)
 
-    scores, offset = [], 0
-    for seq in batch:
-        rows = slice(offset, offset + max(len(seq) - 1, 0))
-        scores.append(TokenScores(seq, logprobs[rows], ranks[rows], top_ids[rows], top_lp[rows]))
-        offset = rows.stop
-    return scores
+    cache = new_cache(lm.model.config)
+    step = max(1, forward_tokens // rows)
+    for start in range(0, width - 1, step):
+        if check is not None:
+            check()
+        stop = min(start + step, width - 1)
+        hidden = lm.model.base_model(
+            input_ids=ids[:, start:stop], past_key_values=cache, use_cache=True
+        ).last_hidden_state  # (B, c, H)
+        where = predicts[:, start:stop]
+        row_of, column = where.nonzero(as_tuple=True)
+        flat = offsets[row_of] + column + start
+        states = hidden[where.to(hidden.device)]
+        targets = ids[:, start + 1 : stop + 1][where.to(ids.device)]
+        for first in range(0, targets.shape[0], chunk):
+            part = slice(first, first + chunk)
+            logits = _project(lm, states[part])  # (c, V) fp32
+            stats = position_stats(logits, targets[part], top_k, compiled)
+            index = flat[part]
+            logprobs[index], ranks[index], top_ids[index], top_lp[index] = (t.cpu() for t in stats)
+
+    return [
+        TokenScores(
+            seq,
+            logprobs[o : o + k],
+            ranks[o : o + k],
+            top_ids[o : o + k],
+            top_lp[o : o + k],
+        )
+        for seq, o, k in zip(batch, offsets.tolist(), scored, strict=True)
+    ]
 
 
 @torch.inference_mode()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from scoring.allocator import trim
 from scoring.analysis import TokenScores, score_tokens
 from scoring.engine import DeadlineExceededError, Job, QueueFullError
 from scoring.generation import (
@@ -53,15 +54,22 @@ class _TransformersAnalysis:
     lm: LoadedModel
     analysis_chunk: int
     compile_analysis: bool
+    analysis_forward_tokens: int = 512
     name: str
     # One forward pass at a time: analysis batches are already as wide as the request.
     analysis_slots = 1
 
     def analyze(self, batch: list[list[int]], top_k: int, job: Job) -> list[TokenScores]:
-        error = job.stop_error()
-        if error is not None:  # waited past its budget, or the client left, before the pass
-            raise error
-        return score_tokens(self.lm, batch, top_k, self.analysis_chunk, self.compile_analysis)
+        # Checked before every forward slice: a late or abandoned analysis stops there.
+        return score_tokens(
+            self.lm,
+            batch,
+            top_k,
+            self.analysis_chunk,
+            self.compile_analysis,
+            forward_tokens=self.analysis_forward_tokens,
+            check=job.check,
+        )
 
 
 @dataclass(eq=False)
@@ -82,12 +90,18 @@ class GenerationEngine(_TransformersAnalysis):
         *,
         max_batch_size: int = 16,
         max_queue: int = 64,
+        prefill_chunk_tokens: int | None = 256,
         analysis_chunk: int = 256,
         compile_analysis: bool = True,
+        analysis_forward_tokens: int = 512,
     ) -> None:
         self.lm = lm
         self.analysis_chunk, self.compile_analysis = analysis_chunk, compile_analysis
+        self.analysis_forward_tokens = analysis_forward_tokens
         self.max_batch_size = max_batch_size
+        # Positions of new prompts run per loop turn, between two decode steps of the running
+        # rows: a long prompt no longer stalls them for its whole prefill. None: all at once.
+        self.prefill_chunk_tokens = prefill_chunk_tokens
         self.active_rows = 0  # rows in the running batch, as of the last step (for metrics)
         self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._loop, name="decode-loop", daemon=True)
@@ -115,19 +129,29 @@ class GenerationEngine(_TransformersAnalysis):
                 # Before the step: a cancelled or late row does not cost the batch another step.
                 for row, error in batch.evict(time.monotonic()):
                     _fail(row, error)
+                if batch.prefilling is not None:
+                    for row in batch.prefill_step(self.prefill_chunk_tokens):
+                        _resolve(row)
                 for row in batch.step() if len(batch) else ():
                     _resolve(row)
                 self.active_rows = len(batch)  # before the loop may block on an empty queue
             except Exception as error:  # a failed step must not kill the loop or strand callers
                 log.exception("decode step failed; failing the %d rows in the batch", len(batch))
-                for row in batch.rows:
+                prefilling = batch.prefilling.rows if batch.prefilling is not None else []
+                for row in [*batch.rows, *prefilling]:
                     _fail(row, error)
                 batch = DecodeBatch(self.lm)
 
     def _admit(self, batch: DecodeBatch) -> None:
-        """Move waiting requests into the batch; block only when there is nothing to do."""
+        """Start the prefill of waiting requests; block only when there is nothing to do.
+
+        One prefill group at a time: requests arriving during a long prefill wait for it.
+        """
+        if batch.prefilling is not None:
+            return
         arrivals: list[_Pending] = []
         if not len(batch):
+            trim()  # the drained batch's KV cache is free: give the pages back while idle
             arrivals.append(self._queue.get())
         while len(batch) + len(arrivals) < self.max_batch_size:
             try:
@@ -145,13 +169,11 @@ class GenerationEngine(_TransformersAnalysis):
                 live.append(row)
         if live:
             try:
-                finished = batch.admit(list(live))
+                batch.start_prefill(list(live))
             except Exception as error:
                 for row in live:
                     _fail(row, error)
                 raise
-            for row in finished:
-                _resolve(row)
 
 
 def _resolve(row: Row) -> None:
@@ -198,9 +220,11 @@ class SerialEngine(_TransformersAnalysis):
         max_queue: int = 64,
         analysis_chunk: int = 256,
         compile_analysis: bool = True,
+        analysis_forward_tokens: int = 512,
     ) -> None:
         self.lm = lm
         self.analysis_chunk, self.compile_analysis = analysis_chunk, compile_analysis
+        self.analysis_forward_tokens = analysis_forward_tokens
         self._model_lock = threading.Lock()
         self._room = threading.BoundedSemaphore(max_queue + 1)
 

@@ -21,6 +21,8 @@ from scoring.demo_model import DEFAULT_OUT, ensure_demo_model
 from scoring.local_server import LocalOpenAIServer, LocalServer
 
 QUESTIONS = ["What is the capital of France?", "Give me three tips for writing clear code."]
+# A laptop or a shared CPU decodes slowly: give each request more than the 60 s default.
+DEMO_ENV = {"SCORING_REQUEST_TIMEOUT_S": "300"}
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Colorless green ideas sleep furiously beneath quantum marmalade.",
@@ -34,7 +36,7 @@ def banner(title: str) -> None:
 def run_demo(model_dir: Path) -> None:
     banner(f"starting azmlinfsrv on scoring/score.py with {model_dir.name}")
     started = time.monotonic()
-    with LocalServer(model_dir) as server:
+    with LocalServer(model_dir, env=DEMO_ENV) as server:
         print(f"healthy at {server.url} after {time.monotonic() - started:.1f} s")
         client = ScoringClient(server.url + "/score")
 
@@ -89,7 +91,7 @@ def run_openai_demo(model_dir: Path) -> None:
 
     banner("starting the OpenAI-compatible server: python -m scoring.serve")
     started = time.monotonic()
-    with LocalOpenAIServer(model_dir) as server:
+    with LocalOpenAIServer(model_dir, env=DEMO_ENV) as server:
         print(f"ready at {server.url} after {time.monotonic() - started:.1f} s")
         # On an endpoint: api_key=get_bearer_token_provider(DefaultAzureCredential(), AML_SCOPE)
         client = OpenAI(base_url=server.url + "/v1", api_key="local-no-auth")

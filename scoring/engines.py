@@ -47,11 +47,16 @@ def transformers_engine(
     analysis = {
         "analysis_chunk": settings.analysis_chunk_tokens,
         "compile_analysis": settings.compile_analysis,
+        "analysis_forward_tokens": settings.analysis_forward_tokens,
     }
     if settings.engine == "serial":
         return SerialEngine(lm, max_queue=settings.max_queue, **analysis)
     return GenerationEngine(
-        lm, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue, **analysis
+        lm,
+        max_batch_size=settings.max_batch_size,
+        max_queue=settings.max_queue,
+        prefill_chunk_tokens=settings.prefill_chunk_tokens,
+        **analysis,
     )
 
 

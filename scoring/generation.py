@@ -302,6 +302,33 @@ class PrefixCache:
         ]
 
 
+@dataclass(eq=False)
+class Prefill:
+    """New rows whose prompts run through the model a slice at a time, between decode steps."""
+
+    rows: list[Row]
+    ids: torch.Tensor  # (B, W) prompt suffixes after the shared prefix, left-padded
+    mask: torch.Tensor  # (B, shared + W)
+    positions: torch.Tensor  # (B, W)
+    cache: DynamicCache
+    shared: int
+    done: int = 0  # columns of ``ids`` already run
+
+    def without(self, leaving: set[int]) -> Prefill | None:
+        """This group less the rows in ``leaving`` (by id); None when none is left."""
+        if not leaving:
+            return self
+        keep = [i for i, r in enumerate(self.rows) if id(r) not in leaving]
+        if not keep:
+            return None
+        index = torch.tensor(keep, device=self.ids.device)
+        self.cache.batch_select_indices(index)
+        self.rows = [self.rows[i] for i in keep]
+        self.ids, self.mask = self.ids[index], self.mask[index]
+        self.positions = self.positions[index]
+        return self
+
+
 class DecodeBatch:
     """The running batch: rows, their KV cache, attention mask and next positions."""
 
@@ -313,13 +340,24 @@ class DecodeBatch:
         self.next_tokens = torch.zeros((0,), dtype=torch.long, device=lm.device)  # (B,)
         self.prefix = PrefixCache()
         self.eos_ids = eos_ids(lm)
+        self.prefilling: Prefill | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @torch.inference_mode()
     def admit(self, new_rows: list[Row]) -> list[Row]:
-        """Prefill new rows, sample their first token, join them to the batch; return finished."""
+        """Prefill new rows whole, sample their first token, join them; return finished."""
+        self.start_prefill(new_rows)
+        finished: list[Row] = []
+        while self.prefilling is not None:
+            finished = self.prefill_step(budget=None)
+        return finished
+
+    @torch.inference_mode()
+    def start_prefill(self, new_rows: list[Row]) -> None:
+        """Lay out new rows' prompts for prefill; :meth:`prefill_step` then runs them."""
+        assert self.prefilling is None, "one prefill group at a time"
         now = time.monotonic()
         for row in new_rows:
             row.admitted = now
@@ -336,18 +374,41 @@ class DecodeBatch:
             [[1] * shared + [0] * (width - len(s)) + [1] * len(s) for s in suffixes],
             device=self.lm.device,
         )
-        cache = self.prefix.seed(shared, len(new_rows), self.lm.model.config)
+        self.prefilling = Prefill(
+            rows=list(new_rows),
+            ids=ids,
+            mask=mask,
+            positions=(mask.cumsum(-1) - 1).clamp(min=0)[:, shared:],
+            cache=self.prefix.seed(shared, len(new_rows), self.lm.model.config),
+            shared=shared,
+        )
+
+    @torch.inference_mode()
+    def prefill_step(self, budget: int | None) -> list[Row]:
+        """Run the next slice of the prefill: at most ``budget`` positions (rows x columns), all
+        that is left when None. When the prompts are done, sample each row's first token and join
+        the rows to the batch; returns the rows that already finished."""
+        group = self.prefilling
+        assert group is not None
+        rows, width = group.ids.shape
+        columns = width - group.done if budget is None else max(1, budget // rows)
+        start, stop = group.done, min(group.done + columns, width)
         out = self.lm.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, shared:],
-            past_key_values=cache,
+            input_ids=group.ids[:, start:stop],
+            attention_mask=group.mask[:, : group.shared + stop],
+            position_ids=group.positions[:, start:stop],
+            past_key_values=group.cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        self.prefix.remember(new_rows[0].prompt_ids, cache, mask[0])
+        group.done = stop
+        if stop < width:
+            return []
+        self.prefilling = None
+        new_rows = group.rows
+        self.prefix.remember(new_rows[0].prompt_ids, group.cache, group.mask[0])
         tokens = sample_next(out.logits[:, -1, :].float().cpu(), new_rows)
-        self._merge(new_rows, cache, mask)
+        self._merge(new_rows, group.cache, group.mask)
         self.next_tokens = torch.cat([self.next_tokens, tokens.to(self.lm.device)])
         return self._record(tokens, offset=len(self.rows) - len(new_rows))
 
@@ -381,9 +442,14 @@ class DecodeBatch:
         return self._record(self.next_tokens.cpu(), offset=0)
 
     def evict(self, now: float) -> list[tuple[Row, Exception]]:
-        """Rows whose job was cancelled or ran out of time leave the batch unfinished."""
+        """Rows whose job was cancelled or ran out of time leave the batch (or the prefill
+        group) unfinished."""
         leaving = [(r, e) for r in self.rows if (e := r.stop_error(now)) is not None]
         self._drop({id(r) for r, _ in leaving})
+        if self.prefilling is not None:
+            late = [(r, e) for r in self.prefilling.rows if (e := r.stop_error(now)) is not None]
+            self.prefilling = self.prefilling.without({id(r) for r, _ in late})
+            leaving += late
         return leaving
 
     def _record(self, tokens: torch.Tensor, offset: int) -> list[Row]:

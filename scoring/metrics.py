@@ -48,6 +48,7 @@ class RequestMetrics:
     rank_buckets: dict[str, int] | None = None
     perplexity_skipped: str | None = None
     error: str | None = None
+    request_id: str | None = None
 
     def as_record(self, model: str) -> dict[str, Any]:
         """The JSON line's fields (rounded; JSON has no NaN)."""

@@ -148,6 +148,9 @@ class ErrorBody(BaseModel):
     status: int
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
+    request_id: str | None = Field(
+        default=None, description="the server's x-request-id: quote it when reporting a problem"
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -180,16 +183,25 @@ def openapi_document(title: str = "azureml-byom scoring", version: str = "1") ->
     errors = {
         str(code): {"description": text, **body("ErrorResponse")}
         for code, text in [
-            (400, "malformed JSON, or a pattern this deployment does not serve"),
-            (408, "the request did not finish within its time budget"),
-            (413, "body or token count over the deployment's limits"),
+            (
+                400,
+                "malformed or too deeply nested JSON, or a pattern this deployment does not serve",
+            ),
+            (413, "body, text length or token count over the deployment's limits"),
             (422, "a field is missing, has the wrong type or is out of range"),
             (429, "the instance is at capacity; retry after Retry-After seconds"),
-            (503, "the model is not ready"),
+            (500, "an unexpected error; the body carries the request id to report"),
+            (
+                503,
+                "the model is not ready, or the request did not finish within its time budget "
+                "(queue wait included); retry after Retry-After seconds",
+            ),
         ]
     }
     return {
-        "openapi": "3.0.3",
+        # 3.1: its schemas are JSON Schema 2020-12, which is what pydantic writes (const,
+        # "type": "null", numeric exclusiveMinimum); under 3.0 those are invalid.
+        "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": {
             "/": {"get": {"operationId": "health", "responses": {"200": {"description": "ok"}}}},

@@ -21,7 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
+from flask import g
 
+from scoring.allocator import limit_arenas
+from scoring.disconnect import watch_disconnect
 from scoring.engines import open_model
 from scoring.metrics import MetricsRecorder
 from scoring.redaction import Capture
@@ -47,6 +50,8 @@ def init() -> None:
     # so the per-request metric lines reach stderr (and the deployment's console log).
     logging.getLogger("scoring").setLevel(os.environ.get("SCORING_LOG_LEVEL", "INFO"))
     settings = ScoringSettings()
+    # Before the request threads exist: they will share these arenas (see scoring/allocator.py).
+    limit_arenas(settings.malloc_arena_max)
     started = time.perf_counter()
     try:
         opened = open_model(settings)
@@ -93,7 +98,14 @@ def run(request: AMLRequest) -> AMLResponse:
     elif service is None:
         reply = ClientError(503, "model not loaded", headers={"Retry-After": "5"}).reply()
     else:
-        reply = service.handle(request.get_data(cache=False))
+        job = service.new_job()  # the deadline counts from here: arrival
+        body = request.get_data(cache=False)
+        # The server's request id (x-request-id, else a fresh uuid) ties replies to log lines.
+        request_id = g.get("request_id") or None
+        # Until the answer (or a stream's first event) is ready; a stream's later events notice
+        # the client leaving when the server closes the generator.
+        with watch_disconnect(request.environ.get("gunicorn.socket"), job.cancelled):
+            reply = service.handle(body, job, request_id)
     if isinstance(reply, ScoreStream):
         # A generator body streams through the server (gthread workers flush each event);
         # when the client goes away the server closes it, which cancels the generation.

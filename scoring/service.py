@@ -6,17 +6,21 @@ checked before any model work. The entry script only adapts this to the inferenc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from scoring.analysis import TokenScores, bucket_counts, perplexity
+from scoring.allocator import trim
+from scoring.analysis import TokenScores, bucket_counts, padded_positions, perplexity
 from scoring.engine import CancelledError, DeadlineExceededError, Engine, Job, QueueFullError
 from scoring.engines import transformers_engine
 from scoring.generation import Generation, SamplingParams
@@ -46,6 +50,13 @@ RETRY_AFTER_S = 1
 # Not sent to anyone (the client is gone): the status the metrics record for a cancelled request,
 # as nginx logs a client that closed its connection.
 CLIENT_CLOSED = 499
+# Requests nest two or three levels (messages -> message -> field); far deeper is an attack on the
+# parser's recursion, refused before parsing.
+MAX_JSON_DEPTH = 32
+# A string, or an unterminated one up to the end: never fails, so the scan stays linear (a failing
+# match restarted at every escaped quote would be quadratic). Possessive: no backtracking.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\Z)', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
 _KEYS_OF = {Pattern.GENERATE: {"prompt", "messages"}, Pattern.ANALYZE: {"text", "texts"}}
 
 
@@ -66,7 +77,7 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
 
     def fail(self, error: ClientError) -> None:
-        self.reply, self.trace.error = error.reply(), error.message
+        self.reply, self.trace.error = error.reply(self.trace.request_id), error.message
 
 
 class ClientError(Exception):
@@ -83,9 +94,14 @@ class ClientError(Exception):
         self.status, self.message = status, message
         self.details, self.headers = details or [], headers or {}
 
-    def reply(self) -> Reply:
+    def reply(self, request_id: str | None = None) -> Reply:
         body = ErrorResponse(
-            error=ErrorBody(status=self.status, message=self.message, details=self.details)
+            error=ErrorBody(
+                status=self.status,
+                message=self.message,
+                details=self.details,
+                request_id=request_id,
+            )
         )
         return Reply(self.status, body.model_dump(), self.headers)
 
@@ -109,20 +125,32 @@ def _validation_error(error: ValidationError) -> ClientError:
 
 
 class _Gate:
-    """At most ``active`` callers inside, at most ``waiting`` queued; the rest get 429."""
+    """At most ``active`` callers inside, at most ``waiting`` queued; the rest are refused.
+
+    A waiting caller leaves when its job's deadline passes or its client goes away.
+    """
+
+    POLL_S = 0.1
 
     def __init__(self, active: int, waiting: int) -> None:
         self._slots = threading.BoundedSemaphore(active)
         self._room = threading.BoundedSemaphore(active + waiting)
+        self.waiting = waiting
 
-    def __enter__(self) -> None:
+    @contextlib.contextmanager
+    def enter(self, job: Job) -> Iterator[None]:
         if not self._room.acquire(blocking=False):
-            raise _retry_later(429, "analysis queue is full; retry later")
-        self._slots.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self._slots.release()
-        self._room.release()
+            raise QueueFullError(f"{self.waiting} requests already waiting")
+        try:
+            while not self._slots.acquire(timeout=max(min(self.POLL_S, job.remaining()), 0.0)):
+                job.check()
+            try:
+                job.check()
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            self._room.release()
 
 
 class ScoringService:
@@ -145,20 +173,26 @@ class ScoringService:
         self.lm, self.settings = lm, settings
         self.metrics = metrics or MetricsRecorder(lm.name)
         self.capture = capture
+        # A prompt needs room for one new token; a text to analyse may fill the whole context.
         self.input_limit = min(settings.max_input_tokens, lm.context_length - 1)
+        self.analysis_limit = min(settings.max_input_tokens, lm.context_length)
         self.engine: Engine = engine if engine is not None else _engine_for(lm, settings)
         self._analysis_gate = _Gate(self.engine.analysis_slots, waiting=settings.max_queue)
 
-    def handle(self, body: bytes, job: Job | None = None) -> Reply | ScoreStream:
+    def handle(
+        self, body: bytes, job: Job | None = None, request_id: str | None = None
+    ) -> Reply | ScoreStream:
         """Answer one ``POST /score`` body; record its metrics, capture it when enabled.
 
         ``job`` carries the request's deadline from arrival and its cancellation (the front door
         sets it when the client goes away); by default the deadline starts now. A generate
         request with ``"stream": true`` that passes every check gets a :class:`ScoreStream`
-        (its first event already read, so a refusal is still a JSON 4xx).
+        (its first event already read, so a refusal is still a JSON 4xx). Anything unexpected
+        becomes a JSON 500 carrying ``request_id`` (the server's ``x-request-id``), logged with
+        its traceback and recorded like every other request.
         """
         job = job if job is not None else self.new_job()
-        call = self.begin()
+        call = self.begin(request_id=request_id)
         try:
             call.payload = self._parse(body)
             pattern = self._pattern_of(call.payload)
@@ -173,14 +207,20 @@ class ScoringService:
             call.reply = Reply(200, result.model_dump())
         except ClientError as error:
             call.fail(error)
+        except Exception as error:  # a bug or a failing model: answer, record, keep serving
+            request_id = call.trace.request_id
+            log.exception("request %s failed", request_id)
+            call.fail(ClientError(500, f"internal error; request id {request_id}"))
+            call.trace.error = f"{type(error).__name__}: {error}"
         self.end(call)
         return call.reply
 
-    def begin(self, pattern: str | None = None) -> Call:
+    def begin(self, pattern: str | None = None, request_id: str | None = None) -> Call:
         """Start timing one call; :meth:`end` records it. Every front door (``/score``, the
         OpenAI routes, streams) answers between the two, so limits, metrics and capture are the
-        same whichever door a request came through."""
-        return Call(trace=RequestMetrics(pattern=pattern))
+        same whichever door a request came through. Without a ``request_id`` one is made up."""
+        trace = RequestMetrics(pattern=pattern, request_id=request_id or uuid.uuid4().hex)
+        return Call(trace=trace)
 
     def end(self, call: Call) -> None:
         """Record the call's metrics and capture it (redacted) when capture is enabled."""
@@ -214,9 +254,11 @@ class ScoringService:
             raise ClientError(
                 413, f"body is {len(body)} bytes; the limit is {self.settings.max_body_bytes}"
             )
+        if _nested_deeper_than(body, MAX_JSON_DEPTH):
+            raise ClientError(400, f"body is nested deeper than {MAX_JSON_DEPTH} levels")
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            payload = json.loads(body, parse_constant=_not_json)
+        except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
             raise ClientError(400, f"body is not valid JSON: {error}") from None
         if not isinstance(payload, dict):
             raise ClientError(400, f"body must be a JSON object, got {type(payload).__name__}")
@@ -226,7 +268,7 @@ class ScoringService:
         served = sorted(p.value for p in self.settings.patterns)
         task = payload.get("task")
         if task is not None:
-            if task not in {p.value for p in Pattern}:
+            if not isinstance(task, str) or task not in {p.value for p in Pattern}:
                 raise _field_error(422, "task", f"must be one of {[p.value for p in Pattern]}")
             pattern = Pattern(task)
         else:
@@ -280,18 +322,18 @@ class ScoringService:
             raise ClientError(400, "this deployment does not serve 'generate'")
         return self.engine
 
-    def refusal(self, error: BaseException) -> ClientError:
+    def refusal(self, error: BaseException, what: str = "generation") -> ClientError:
         """The reply for an engine error: retry later when busy or late, else a plain failure."""
         if isinstance(error, ClientError):
             return error
         if isinstance(error, QueueFullError):
-            return _retry_later(429, f"generation queue is full ({error}); retry later")
+            return _retry_later(429, f"{what} queue is full ({error}); retry later")
         if isinstance(error, DeadlineExceededError):
-            return _retry_later(503, f"generation did not finish in time: {error}")
+            return _retry_later(503, f"{what} did not finish in time: {error}")
         if isinstance(error, CancelledError):
             return ClientError(CLIENT_CLOSED, f"cancelled: {error}")
-        log.error("generation failed: %s: %s", type(error).__name__, error)
-        return ClientError(500, f"generation failed: {type(error).__name__}")
+        log.error("%s failed: %s: %s", what, type(error).__name__, error)
+        return ClientError(500, f"{what} failed: {type(error).__name__}")
 
     def prepare_generation(
         self,
@@ -369,12 +411,11 @@ class ScoringService:
         # The template already holds the special tokens.
         return tokenizer(text, add_special_tokens=False).input_ids
 
-    def _check_length(self, field_name: str, count: int) -> None:
-        if count > self.input_limit:
+    def _check_length(self, field_name: str, count: int, limit: int | None = None) -> None:
+        limit = self.input_limit if limit is None else limit
+        if count > limit:
             raise _field_error(
-                413,
-                field_name,
-                f"is {count} tokens; this deployment accepts at most {self.input_limit}",
+                413, field_name, f"is {count} tokens; this deployment accepts at most {limit}"
             )
 
     # Pattern 2 -----------------------------------------------------------------------------
@@ -413,21 +454,31 @@ class ScoringService:
     ) -> list[TextAnalysis]:
         """Score token ids (one list per text) within the deployment's limits.
 
-        ``fields`` name each text, ``total_field`` the whole request, in a 413.
+        ``fields`` name each text, ``total_field`` the whole request, in a 413. ``job``: the
+        deadline (queue wait included) and cancellation; the engine checks them between forward
+        slices.
         """
+        job = job if job is not None else self.new_job()
         for name, ids in zip(fields, batch, strict=True):
-            self._check_length(name, len(ids))
+            self._check_length(name, len(ids), self.analysis_limit)
         total = sum(map(len, batch))
-        if total > self.settings.max_total_tokens:
+        # What the model will run: texts are grouped by length, and padding is work too.
+        positions = padded_positions([len(ids) for ids in batch])
+        if positions > self.settings.max_total_tokens:
             raise _field_error(
                 413,
                 total_field,
-                f"{total} tokens in all; the limit is {self.settings.max_total_tokens}",
+                f"{total} tokens in all ({positions} positions once grouped and padded); "
+                f"the limit is {self.settings.max_total_tokens}",
             )
         queued = time.perf_counter()
-        with self._analysis_gate:
-            trace.queue_wait_ms = (time.perf_counter() - queued) * 1000
-            scores = self._score(batch, top_k, job if job is not None else self.new_job())
+        try:
+            with self._analysis_gate.enter(job):
+                trace.queue_wait_ms = (time.perf_counter() - queued) * 1000
+                scores = self._score(batch, top_k, job)
+        except (QueueFullError, DeadlineExceededError, CancelledError) as error:
+            raise self.refusal(error, "analysis") from None
+        trim()  # the forward pass's activations are free now: give the pages back
         trace.texts, trace.tokens_in, trace.tokens_out = len(batch), total, 0
         trace.mean_logprob, trace.perplexity = pooled([s.logprobs.tolist() for s in scores])
         trace.rank_buckets = bucket_counts([r for s in scores for r in s.ranks.tolist()])
@@ -564,6 +615,24 @@ def _engine_for(lm: LoadedModel | ModelInfo, settings: ScoringSettings) -> Engin
             "scoring.engines.open_model(settings)"
         )
     return transformers_engine(lm, settings)
+
+
+def _nested_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether the JSON text opens more than ``limit`` brackets at once (strings skipped).
+
+    Stops at the first bracket past the limit, so a body of 50,000 ``[`` costs 33 steps.
+    """
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', body)):
+        depth += 1 if match.group() in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def _not_json(constant: str) -> None:
+    """``NaN`` and ``Infinity`` are JavaScript, not JSON; Python's parser would let them in."""
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _validate(model: type[M], payload: dict[str, Any]) -> M:

@@ -62,11 +62,26 @@ class ScoringSettings(BaseSettings):
     )
     max_batch_size: int = Field(default=16, ge=1, description="generation requests per batch")
     max_queue: int = Field(default=64, ge=1, description="waiting requests before 429")
+    prefill_chunk_tokens: int = Field(
+        default=256,
+        ge=1,
+        description="new-prompt positions run between two decode steps of the running rows",
+    )
     request_timeout_s: float = Field(default=60.0, gt=0, description="deadline per request")
+    malloc_arena_max: int = Field(
+        default=2,
+        ge=0,
+        description="glibc malloc arenas shared by the request threads (0: glibc's default)",
+    )
     compile_analysis: bool = Field(
         default=True, description="fuse the analysis kernel with torch.compile (eager fallback)"
     )
     analysis_chunk_tokens: int = Field(default=256, ge=1, description="positions per logits chunk")
+    analysis_forward_tokens: int = Field(
+        default=512,
+        ge=1,
+        description="positions (texts x slice) per forward call; deadline checked between calls",
+    )
 
     # vLLM only (infra/sizing.py derives them from the instance type and the concurrency).
     max_model_len: int | None = Field(

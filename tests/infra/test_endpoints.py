@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -194,3 +195,70 @@ def test_prod_releases_leave_the_stack_and_bake_at_full_traffic(plans: dict[str,
     assert set(releases) == set(_by_pattern(plans["prod"].resources, ROLLOUT))
     for declared in releases.values():
         assert {"deployment", "policy", "autoscale", "endpoint_name"} <= set(declared)
+
+
+MODEL = {"name": "m", "version": "3f2a9c0d1b4e5f67", "contentHash": "sha256:3f2a9c0d1b4e5f67"}
+CONDA_ENV = {"name": "byom-inference-gpu", "version": "9a8b7c6d5e4f3a2b"}
+SERVER_ENV = {"name": "byom-openai-server", "version": "150a171e851fad01"}
+DEPLOYER = {"objectId": "4e8d1c2b-7a6f-4b3e-9d2c-1f0e8a7b6c5d", "type": "Group"}
+
+
+def _with_server(server: str, **delivery: Any) -> Any:
+    values = copy.deepcopy(BASE)
+    values["endpoints"]["deployments"]["generate"]["server"] = server
+    values["identity"] = {"deployer": DEPLOYER}  # a release needs one (infra/config.py)
+    return parse_settings(values, stack="prod", delivery={"model": MODEL, **delivery})
+
+
+def test_a_deployment_picks_its_server_and_the_matching_environment() -> None:
+    """azmlinfsrv runs on the conda environment; openai on the server image (custom container)."""
+    records = {"environment": CONDA_ENV, "serverEnvironment": SERVER_ENV}
+    default = _with_server("azmlinfsrv", **records)
+    assert default.endpoints is not None
+    assert default.endpoints.assets is not None
+    [deployment] = default.endpoints.deployments
+    assert default.endpoints.assets.environment_for(deployment.server) == (
+        "azureml:byom-inference-gpu:9a8b7c6d5e4f3a2b"
+    )
+    openai = _with_server("openai", **records)
+    assert openai.endpoints is not None
+    assert openai.endpoints.assets is not None
+    [deployment] = openai.endpoints.deployments
+    assert deployment.server == "openai"
+    assert openai.endpoints.assets.environment_for("openai") == (
+        "azureml:byom-openai-server:150a171e851fad01"
+    )
+
+
+def test_an_openai_deployment_without_the_server_image_fails_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _with_server("openai", environment=CONDA_ENV)
+    assert caught.value.key == "byom:serverEnvironment"
+    _with_server("azmlinfsrv", environment=CONDA_ENV)  # not needed by the inference server
+
+
+def test_an_unknown_server_fails_naming_the_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _with_server("vllm", environment=CONDA_ENV)
+    assert caught.value.key == "azureml-byom:endpoints.deployments.generate.server"
+
+
+def test_the_openai_server_rollout_deploys_the_image_without_code() -> None:
+    """The planned rollout carries server=openai and the image; the entity has no code asset."""
+    from delivery.spec import DeploymentSpec
+    from delivery.workspace import deployment_entity
+    from infra.plan import plan, stack_config
+
+    project, config = stack_config("dev", release=True)
+    endpoints = json.loads(config[f"{project}:endpoints"])
+    endpoints["deployments"]["generate"]["server"] = "openai"
+    config[f"{project}:endpoints"] = json.dumps(endpoints)
+    config["byom:serverEnvironment"] = json.dumps(SERVER_ENV)
+    planned = plan("dev", config=config)
+    rollouts = _by_pattern(planned.resources, ROLLOUT)
+    generate = rollouts["generate"].props["deployment"]
+    assert generate["server"] == "openai"
+    assert generate["environment"] == "azureml:byom-openai-server:150a171e851fad01"
+    assert rollouts["analyze"].props["deployment"]["server"] == "azmlinfsrv"
+    spec = DeploymentSpec.from_props(generate)
+    assert deployment_entity(spec, "byom-generate-dev", "blue").code_configuration is None

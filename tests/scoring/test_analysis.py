@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from scoring.analysis import bucket_counts, naive_token_scores, perplexity, score_tokens
+from scoring.analysis import (
+    bucket_counts,
+    naive_token_scores,
+    padded_positions,
+    perplexity,
+    plan_groups,
+    score_tokens,
+)
 from scoring.model import LoadedModel
 
 TEXT = "The quick brown fox jumps over the lazy dog. Azure ML serves the model behind an endpoint."
@@ -70,3 +77,84 @@ def test_compiled_kernel_equals_eager(tiny_lm: LoadedModel) -> None:
     assert torch.equal(eager.ranks, fused.ranks)
     assert torch.allclose(eager.logprobs, fused.logprobs, atol=1e-5)
     assert torch.equal(eager.top_ids, fused.top_ids)
+
+
+class ForwardPositions:
+    """Counts the positions (rows x columns) every forward call of the model runs."""
+
+    def __init__(self, lm: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[int, int]] = []
+        base = lm.model.base_model
+        forward = base.forward
+
+        def counted(*args: object, **kwargs: object) -> object:
+            ids = kwargs["input_ids"]
+            self.calls.append(tuple(ids.shape))  # type: ignore[union-attr,arg-type]
+            return forward(*args, **kwargs)
+
+        monkeypatch.setattr(base, "forward", counted)
+
+    @property
+    def total(self) -> int:
+        return sum(rows * cols for rows, cols in self.calls)
+
+
+def test_groups_keep_padding_within_a_quarter_of_the_real_positions() -> None:
+    assert plan_groups([1000, *[1] * 15]) == [list(range(1, 16)), [0]]
+    assert plan_groups([30, 28, 29]) == [[1, 2, 0]]  # similar lengths share one batch
+    assert padded_positions([1000, *[1] * 15]) == 1015
+    assert padded_positions([30, 25]) == 60  # grouped: the padding is counted
+    for lengths in ([5, 9, 13, 40, 41, 400, 3], [7] * 10, [1, 2, 4, 8, 16, 32, 64]):
+        groups = plan_groups(lengths)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        for group in groups:
+            real = sum(lengths[i] for i in group)
+            assert len(group) * max(lengths[i] for i in group) <= 1.25 * real or len(group) == 1
+
+
+def test_one_long_text_and_fifteen_short_ones_cost_what_the_long_one_costs(
+    tiny_lm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failure 2: the batch used to run 16 x the long text's length."""
+    long_ids = tiny_lm.tokenizer(" ".join(["hello"] * 240)).input_ids
+    short = [tiny_lm.tokenizer("a").input_ids] * 15
+    alone = ForwardPositions(tiny_lm, monkeypatch)
+    score_tokens(tiny_lm, [long_ids], top_k=1)
+    alone_total = alone.total
+    monkeypatch.undo()
+    together = ForwardPositions(tiny_lm, monkeypatch)
+    scores = score_tokens(tiny_lm, [long_ids, *short], top_k=1)
+    assert together.total <= 1.5 * alone_total
+    assert [s.ids for s in scores] == [long_ids, *short]  # request order kept
+
+
+def test_forward_slices_give_the_reference_scores(
+    tiny_lm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = ["the quick brown fox jumps over the lazy dog", "hello world, hello tokens"]
+    batch = [tiny_lm.tokenizer(t).input_ids for t in texts]
+    calls = ForwardPositions(tiny_lm, monkeypatch)
+    sliced = score_tokens(tiny_lm, batch, top_k=3, forward_tokens=6)
+    assert max(rows * cols for rows, cols in calls.calls) <= 6
+    for ids, scores in zip(batch, sliced, strict=True):
+        ref = naive_token_scores(tiny_lm, ids, top_k=3)
+        assert torch.equal(scores.ranks, ref.ranks)
+        assert torch.allclose(scores.logprobs, ref.logprobs, atol=1e-4)
+        assert torch.equal(scores.top_ids, ref.top_ids)
+
+
+def test_check_runs_between_forward_slices_and_stops_the_work(
+    tiny_lm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = tiny_lm.tokenizer(" ".join(["hello"] * 100)).input_ids
+    calls = ForwardPositions(tiny_lm, monkeypatch)
+    checks: list[int] = []
+
+    def check() -> None:
+        checks.append(len(calls.calls))
+        if len(checks) == 3:
+            raise TimeoutError("budget spent")
+
+    with pytest.raises(TimeoutError):
+        score_tokens(tiny_lm, [ids], top_k=1, forward_tokens=10, check=check)
+    assert len(calls.calls) == 2  # stopped before the third slice

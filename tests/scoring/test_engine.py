@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -207,19 +208,19 @@ def test_a_queued_job_that_is_cancelled_never_reaches_the_model(
     slow_forward(no_eos, monkeypatch, 0.01)
     busy = threading.Thread(
         target=engine.submit,
-        args=(no_eos.tokenizer("hello").input_ids, SamplingParams(60), Job.within(60)),
+        args=(no_eos.tokenizer("hello").input_ids, SamplingParams(200), Job.within(60)),
     )
     busy.start()
-    time.sleep(0.2)  # the only batch slot (or the serial model lock) is taken
+    time.sleep(0.2)  # the only batch slot (or the serial model lock) is taken, for >= 2 s
     steps = StepCounter(no_eos, monkeypatch)
     job = Job.within(60)
     threading.Timer(0.2, job.cancelled.set).start()
     started = time.monotonic()
     with pytest.raises(CancelledError):
         engine.submit(no_eos.tokenizer("the quick").input_ids, SamplingParams(5), job)
-    assert time.monotonic() - started < 1.0  # did not wait for the slot
+    assert time.monotonic() - started < 1.5  # did not wait for the slot
     busy.join(timeout=60)
-    assert steps.count <= 60  # only the busy request's steps ran
+    assert steps.count <= 200  # only the busy request's steps ran
 
 
 # Deadlines ------------------------------------------------------------------------------------
@@ -233,15 +234,15 @@ def test_deadline_counts_from_arrival_queue_wait_included(
     slow_forward(no_eos, monkeypatch, 0.01)
     busy = threading.Thread(
         target=engine.submit,
-        args=(no_eos.tokenizer("hello").input_ids, SamplingParams(80), Job.within(60)),
+        args=(no_eos.tokenizer("hello").input_ids, SamplingParams(200), Job.within(60)),
     )
     busy.start()
-    time.sleep(0.2)
+    time.sleep(0.2)  # the slot is taken for >= 2 s
     job = Job.within(0.3)  # arrived now; its whole budget goes on waiting for the slot
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError):
         engine.submit(no_eos.tokenizer("the quick").input_ids, SamplingParams(5), job)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 1.5
     busy.join(timeout=60)
 
 
@@ -255,7 +256,7 @@ def test_a_running_row_past_its_deadline_stops(
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError):
         engine.submit(no_eos.tokenizer("hello").input_ids, SamplingParams(200), Job.within(0.3))
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0
     assert steps.count < 50  # stopped, not run to 200 tokens
 
 
@@ -309,3 +310,72 @@ def test_demo_model_streams_multibyte_text_whole(kind: str, demo_lm: LoadedModel
     assert "".join(pieces) == result.text
     assert any(ord(c) > 0x2FFF for c in result.text)  # CJK or emoji: several bytes per character
     assert not any("\ufffd" in p for p in pieces)
+
+
+# Chunked prefill -------------------------------------------------------------------------------
+
+
+def test_prefill_in_slices_gives_the_same_text_as_whole(tiny_lm: LoadedModel) -> None:
+    prompts = [
+        tiny_lm.tokenizer(t).input_ids
+        for t in ("the quick brown fox jumps over the lazy dog", "hello world", "a model")
+    ]
+    params = SamplingParams(max_new_tokens=8)
+    whole = [g.text for g in generation.generate(tiny_lm, prompts, [params] * 3)]
+    batch = generation.DecodeBatch(tiny_lm)
+    rows = [generation.Row(p, params) for p in prompts]
+    batch.start_prefill(rows)
+    slices = 0
+    while batch.prefilling is not None:
+        batch.prefill_step(budget=6)  # 3 rows: 2 columns a slice
+        slices += 1
+    while len(batch):
+        batch.step()
+    assert slices >= 4
+    assert [r.result().text for r in rows] == whole
+
+
+def test_a_long_prompt_is_prefilled_between_decode_steps_of_running_rows(
+    no_eos: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failure 5: a long prompt's prefill stalled every running row until it was done."""
+    engine = GenerationEngine(no_eos, prefill_chunk_tokens=16)
+    shapes: list[tuple[int, int]] = []
+    forward = no_eos.model.forward
+
+    def logged(*args: object, **kwargs: object) -> object:
+        shapes.append(tuple(kwargs["input_ids"].shape))  # type: ignore[union-attr,arg-type]
+        time.sleep(0.005)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(no_eos.model, "forward", logged)
+    running = threading.Thread(
+        target=engine.submit,
+        args=(no_eos.tokenizer("hello").input_ids, SamplingParams(150), Job.within(60)),
+    )
+    running.start()
+    time.sleep(0.1)
+    long_prompt = no_eos.tokenizer(" ".join(["hello"] * 160)).input_ids
+    assert len(long_prompt) > 100
+    engine.submit(long_prompt, SamplingParams(2), Job.within(60))
+    running.join(timeout=60)
+    slices = [i for i, (rows, cols) in enumerate(shapes) if cols > 1]
+    long_slices = [i for i in slices if shapes[i][0] == 1 and i > 0]
+    assert max(shapes[i][1] for i in long_slices) <= 16
+    assert len(long_slices) >= len(long_prompt) // 16
+    # Between two slices of the long prompt, the running row took a decode step.
+    for a, b in itertools.pairwise(long_slices):
+        assert any(shapes[i][1] == 1 for i in range(a + 1, b)), shapes[a : b + 1]
+
+
+def test_a_prompt_cancelled_during_its_prefill_stops_there(
+    no_eos: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = GenerationEngine(no_eos, prefill_chunk_tokens=8)
+    steps = StepCounter(no_eos, monkeypatch)
+    job = Job.within(60)
+    steps.cancel_at(3, job.cancelled)
+    long_prompt = no_eos.tokenizer(" ".join(["hello"] * 160)).input_ids
+    with pytest.raises(CancelledError):
+        engine.submit(long_prompt, SamplingParams(5), job)
+    assert steps.count <= 4  # not the ~20 slices of the whole prompt

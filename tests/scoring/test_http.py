@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -98,6 +100,10 @@ def test_swagger_publishes_the_request_schemas(server: LocalServer) -> None:
         ({"messages": [{"role": "user"}]}, 422, "messages.0.content"),
         ({"text": "word " * 400}, 413, "text"),
         ({"prompt": "x" * 70000}, 413, None),
+        ({"task": []}, 422, "task"),
+        ({"task": {}}, 422, "task"),
+        (b"[" * 50_000, 400, None),
+        (b'{"prompt": "x", "temperature": NaN}', 400, None),
     ],
 )
 def test_bad_input_gets_its_4xx_and_the_server_keeps_serving(
@@ -138,6 +144,48 @@ def test_a_pattern_not_served_is_refused_with_400(analyze_only: LocalServer) -> 
     assert response.status_code == 400
     assert "does not serve 'generate'" in response.json()["error"]["message"]
     assert post(analyze_only, {"text": "Hello there"}).status_code == 200
+
+
+def metric_lines(server: LocalServer) -> list[dict]:
+    log = server.log_path.read_text(errors="replace") if server.log_path else ""
+    found = re.findall(r'(\{"[^\n]*"event": "scoring\.request"[^\n]*\})', log)
+    return [json.loads(line) for line in found]
+
+
+def test_error_replies_carry_the_servers_request_id(server: LocalServer) -> None:
+    response = requests.post(
+        server.url + "/score", data=b"{", headers={"x-request-id": "trace-42"}, timeout=30
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["request_id"] == "trace-42"
+    assert response.headers["x-request-id"] == "trace-42"
+    assert any(line.get("request_id") == "trace-42" for line in metric_lines(server))
+
+
+def test_a_client_that_disconnects_stops_its_generation(server: LocalServer) -> None:
+    """Failure 4: a client gone after 3 s kept its row decoding to the end, logged as 200."""
+    body = json.dumps(
+        {
+            "messages": [{"role": "user", "content": "Count from 1 to 1000, one per line."}],
+            "max_new_tokens": 64,
+        }
+    ).encode()
+    head = (
+        f"POST /score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"x-request-id: goes-away\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(head + body)
+        time.sleep(0.5)  # mid-generation
+    deadline = time.monotonic() + 60
+    mine: list[dict] = []
+    while not mine and time.monotonic() < deadline:
+        mine = [line for line in metric_lines(server) if line.get("request_id") == "goes-away"]
+        time.sleep(0.2)
+    assert mine, server.log_tail()
+    assert mine[0]["status"] == 499
+    assert "cancelled" in mine[0]["error"]
+    assert_still_serving(server)
 
 
 def test_a_streamed_generation_arrives_piece_by_piece(server: LocalServer) -> None:

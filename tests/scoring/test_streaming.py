@@ -94,7 +94,13 @@ def test_the_event_loop_is_not_blocked_while_waiting() -> None:
         assert ticks >= 5
         return events
 
-    events = asyncio.run(read())
+    # A loop on its own thread: asyncio.run on the main thread would leave it without a current
+    # loop, which later tests in the session (Pulumi's mocks) rely on.
+    result: list[list[object]] = []
+    runner = threading.Thread(target=lambda: result.append(asyncio.run(read())))
+    runner.start()
+    runner.join(30)
+    [events] = result
     assert events[:2] == [Piece("x"), Piece("y")]
     assert isinstance(events[2], Finished)
 
