@@ -5,7 +5,7 @@ split by its `deployment` dimension, so an alert instance names the slot it fire
 watches the rules by name while it bakes each traffic step and rolls back when one fires for the
 new slot (or for the endpoint as a whole).
 
-`AzureMonitorAlerts` reads fired alerts from the Alerts Management API with DefaultAzureCredential;
+`AzureMonitorAlerts` reads fired alerts from the Alerts Management API with `delivery.credential`;
 tests use `delivery.fake.FakeWorkspace`, which implements the same `AlertSource` protocol.
 """
 
@@ -56,15 +56,13 @@ class AzureMonitorAlerts:
 
     @classmethod
     def connect(cls, ref: WorkspaceRef) -> AzureMonitorAlerts:
-        """Authenticate with DefaultAzureCredential."""
-        from azure.identity import DefaultAzureCredential
+        """Authenticate with the release credential (`delivery.credential`)."""
         from azure.mgmt.core import ARMPipelineClient
         from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
 
-        credential = DefaultAzureCredential()
-        policy = ARMChallengeAuthenticationPolicy(
-            credential, "https://management.azure.com/.default"
-        )
+        from delivery.credential import ARM_SCOPE, credential
+
+        policy = ARMChallengeAuthenticationPolicy(credential(), ARM_SCOPE)
         client = ARMPipelineClient(
             base_url="https://management.azure.com", authentication_policy=policy
         )

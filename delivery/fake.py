@@ -6,6 +6,13 @@ sums to 100 or 0 and may only name existing deployments (the rule behind the end
 cycle); mirror traffic goes to one deployment with no live traffic, at most 50%; a deployment with
 traffic cannot be deleted; invoke reaches a named deployment whatever its traffic share.
 
+Where a call comes from matters, as in Azure: with `public_network_access="Disabled"` (prod), the
+data-plane calls (uploads to and downloads from the workspace storage account, requests to the
+scoring URI) are refused unless the caller is inside the VNet (`origin=VNET`, the release runner);
+control-plane calls through ARM work from anywhere. With `credential` and `entra` set, every call
+first gets a token for its audience (ARM, `https://ml.azure.com` for invoke, storage for uploads)
+and the fake Entra checks it is still valid at that moment.
+
 Scoring answers come from a responder per deployment (default: a valid answer for the request's
 pattern); failures of any operation can be injected with `fail_next`. Metric alerts can be fired
 and resolved per rule and deployment (`fire_alert`), which makes the fake an `AlertSource` too.
@@ -19,12 +26,14 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.ai.ml.entities import Environment, ManagedOnlineDeployment, ManagedOnlineEndpoint, Model
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from delivery.alerts import FiredAlert
+from delivery.autoscale import TargetResourceIdIsImmutableError
+from delivery.credential import AML_SCOPE, ARM_SCOPE, STORAGE_SCOPE
 from delivery.workspace import (
     CANCELED,
     FAILED,
@@ -34,6 +43,20 @@ from delivery.workspace import (
     WorkspaceRef,
 )
 from scoring.schemas import PATTERNS
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from delivery.fake_identity import FakeEntra
+
+# Where a caller runs: the public internet (a GitHub-hosted runner, a laptop) or the VNet.
+INTERNET = "internet"
+VNET = "vnet"
+
+
+class PublicAccessDisabledError(HttpResponseError):
+    """A data-plane call from outside the network to a resource with public access disabled."""
+
 
 # (endpoint, deployment, request body) -> response body
 Responder = Callable[[str, str, str], str]
@@ -56,6 +79,7 @@ class _Deployment:
 class _Endpoint:
     traffic: dict[str, int] = field(default_factory=dict)
     mirror_traffic: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 class FakeWorkspace:
@@ -67,6 +91,11 @@ class FakeWorkspace:
         *,
         polls_until_ready: int = 2,
         storage: Path | None = None,
+        public_network_access: str = "Enabled",
+        origin: str = INTERNET,
+        storage_account: str = "stbyom",
+        credential: TokenCredential | None = None,
+        entra: FakeEntra | None = None,
     ) -> None:
         self.ref = ref or WorkspaceRef(
             "00000000-0000-0000-0000-000000000000", "rg-byom", "mlw-byom"
@@ -84,6 +113,12 @@ class FakeWorkspace:
         self._failures: dict[str, list[Exception]] = {}
         self._pending_outcomes: dict[tuple[str, str], str] = {}
         self._alerts: dict[tuple[str, str, str | None], FiredAlert] = {}
+        self.autoscale: dict[str, dict] = {}
+        self.public_network_access = public_network_access
+        self.origin = origin
+        self.storage_account = storage_account
+        self.credential = credential
+        self.entra = entra
 
     # -- test controls ---------------------------------------------------------------------------
 
@@ -123,7 +158,7 @@ class FakeWorkspace:
         return copy.deepcopy(model) if model else None
 
     def create_model(self, model: Model) -> Model:
-        self._maybe_fail("create_model")
+        self._maybe_fail("create_model", STORAGE_SCOPE, self._blob)
         key = (model.name, model.version)
         if key in self.models:
             raise ResourceExistsError(f"model {model.name}:{model.version} already exists")
@@ -138,7 +173,7 @@ class FakeWorkspace:
         return copy.deepcopy(stored)
 
     def download_model(self, name: str, version: str, destination: Path) -> Path:
-        self._maybe_fail("download_model")
+        self._maybe_fail("download_model", STORAGE_SCOPE, self._blob)
         model = self.models.get((name, version))
         if model is None:
             raise ResourceNotFoundError(f"model {name}:{version} not found")
@@ -182,7 +217,8 @@ class FakeWorkspace:
             name=name,
             traffic=dict(endpoint.traffic),
             mirror_traffic=dict(endpoint.mirror_traffic),
-            scoring_uri=f"https://{name}.westeurope.inference.ml.azure.com/score",
+            scoring_uri=self._scoring_uri(name),
+            tags=dict(endpoint.tags),
         )
 
     def begin_create_or_update_endpoint(self, endpoint: ManagedOnlineEndpoint) -> None:
@@ -196,14 +232,27 @@ class FakeWorkspace:
         self.mutations.append(("create_or_update_endpoint", endpoint.name))
 
     def set_traffic(
-        self, endpoint: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int]
+        self,
+        endpoint: str,
+        traffic: Mapping[str, int],
+        mirror_traffic: Mapping[str, int],
+        record: Mapping[str, str] | None = None,
     ) -> None:
         self._maybe_fail("set_traffic")
         if endpoint not in self.endpoints:
             raise ResourceNotFoundError(f"endpoint {endpoint} not found")
         self._check_traffic(endpoint, traffic, mirror_traffic)
-        self.endpoints[endpoint].traffic = dict(traffic)
-        self.endpoints[endpoint].mirror_traffic = dict(mirror_traffic)
+        for key, value in (record or {}).items():
+            if len(value) > 256:
+                raise HttpResponseError(f"tag {key} is {len(value)} characters (Azure max 256)")
+        routing = self.endpoints[endpoint]
+        routing.tags.update(record or {})
+        if routing.traffic == dict(traffic) and routing.mirror_traffic == dict(mirror_traffic):
+            # Same split: the update only changes the endpoint's tags (the release record).
+            self.mutations.append(("tag_endpoint", endpoint, json.dumps(dict(record or {}))))
+            return
+        routing.traffic = dict(traffic)
+        routing.mirror_traffic = dict(mirror_traffic)
         self.mutations.append(
             (
                 "set_traffic",
@@ -229,7 +278,8 @@ class FakeWorkspace:
         return self._state(deployment)
 
     def begin_create_or_update_deployment(self, deployment: ManagedOnlineDeployment) -> None:
-        self._maybe_fail("begin_create_or_update_deployment")
+        # The SDK uploads the code folder to the workspace storage before the PUT.
+        self._maybe_fail("begin_create_or_update_deployment", STORAGE_SCOPE, self._blob)
         endpoint = deployment.endpoint_name
         if endpoint not in self.endpoints:
             raise ResourceNotFoundError(f"endpoint {endpoint} not found")
@@ -263,8 +313,18 @@ class FakeWorkspace:
         routing.mirror_traffic.pop(name, None)
         self.mutations.append(("delete_deployment", endpoint, name))
 
+    def scale_deployment(self, endpoint: str, name: str, instance_count: int) -> None:
+        self._maybe_fail("scale_deployment")
+        found = self.deployments.get((endpoint, name))
+        if found is None:
+            raise ResourceNotFoundError(f"deployment {endpoint}/{name} not found")
+        self._check_idle(endpoint, name, found)
+        found.entity.instance_count = instance_count
+        found.state, found.polls_left, found.outcome = "Updating", self.polls_until_ready, SUCCEEDED
+        self.mutations.append(("scale_deployment", endpoint, name, str(instance_count)))
+
     def invoke(self, endpoint: str, deployment: str, request_json: str) -> str:
-        self._maybe_fail("invoke")
+        self._maybe_fail("invoke", AML_SCOPE, self._scoring_uri(endpoint))
         found = self.deployments.get((endpoint, deployment))
         if found is None:
             raise ResourceNotFoundError(f"deployment {endpoint}/{deployment} not found")
@@ -273,6 +333,37 @@ class FakeWorkspace:
         self.invocations.append((endpoint, deployment, request_json))
         responder = self.responders.get((endpoint, deployment), _canned)
         return responder(endpoint, deployment, request_json)
+
+    # -- autoscale settings (AutoscaleClient) --------------------------------------------------
+
+    def get_autoscale(self, name: str) -> dict | None:
+        self._maybe_fail("get_autoscale")
+        found = self.autoscale.get(name)
+        return copy.deepcopy(found) if found else None
+
+    def put_autoscale(self, name: str, setting: Mapping) -> None:
+        self._maybe_fail("put_autoscale")
+        target = setting["properties"]["targetResourceUri"]
+        existing = self.autoscale.get(name)
+        if existing and existing["properties"]["targetResourceUri"].lower() != target.lower():
+            raise TargetResourceIdIsImmutableError(
+                f"TargetResourceIdIsImmutable: autoscale setting {name} targets "
+                f"{existing['properties']['targetResourceUri']}; it cannot be changed to {target}"
+            )
+        if not any(state.id.lower() == target.lower() for state in self._all_states()):
+            raise ResourceNotFoundError(f"autoscale target {target} does not exist")
+        self.autoscale[name] = copy.deepcopy(dict(setting))
+        self.mutations.append(("put_autoscale", name, target))
+
+    def delete_autoscale(self, name: str) -> None:
+        self._maybe_fail("delete_autoscale")
+        if self.autoscale.pop(name, None) is not None:
+            self.mutations.append(("delete_autoscale", name))
+
+    def autoscaled(self, endpoint: str, slot: str) -> bool:
+        """Whether a setting targets this slot (test helper)."""
+        target = self._state(self.deployments[(endpoint, slot)]).id
+        return any(s["properties"]["targetResourceUri"] == target for s in self.autoscale.values())
 
     def fired(self, endpoint: str, rules: Sequence[str]) -> list[FiredAlert]:
         """AlertSource: the fired alerts of `rules` on `endpoint`."""
@@ -327,6 +418,16 @@ class FakeWorkspace:
         if (name, version) not in registered:
             raise ResourceNotFoundError(f"{kind} {name}:{version} is not registered")
 
+    def _all_states(self) -> list[DeploymentState]:
+        return [self._state(d) for d in self.deployments.values()]
+
+    def _check_idle(self, endpoint: str, name: str, found: _Deployment) -> None:
+        # The service refuses a second operation while one runs (409 Conflict).
+        if found.state in ("Creating", "Updating"):
+            raise ResourceExistsError(
+                f"409: another operation on {endpoint}/{name} is already running ({found.state})"
+            )
+
     def _state(self, deployment: _Deployment) -> DeploymentState:
         entity = deployment.entity
         return DeploymentState(
@@ -341,10 +442,39 @@ class FakeWorkspace:
             ),
         )
 
-    def _maybe_fail(self, operation: str) -> None:
+    def _maybe_fail(
+        self, operation: str, scope: str = ARM_SCOPE, data_plane: str | None = None
+    ) -> None:
+        # Every SDK call starts at ARM (invoke too: it reads the endpoint and its deployments).
+        self._authorize(operation, ARM_SCOPE)
+        if data_plane is not None:
+            self._authorize(operation, scope)
+            self._reach(operation, data_plane)
         queued = self._failures.get(operation)
         if queued:
             raise queued.pop(0)
+
+    def _authorize(self, operation: str, scope: str) -> None:
+        if self.credential is None or self.entra is None:
+            return
+        token = self.credential.get_token(scope)
+        self.entra.authorize(token.token, scope, operation)
+
+    def _reach(self, operation: str, target: str) -> None:
+        if self.public_network_access == "Enabled" or self.origin == VNET:
+            return
+        raise PublicAccessDisabledError(
+            f"{operation}: {target} refused a call from {self.origin} (403: public network "
+            "access is disabled; it resolves to a private endpoint). Run this step on the "
+            "release runner inside the VNet"
+        )
+
+    @property
+    def _blob(self) -> str:
+        return f"https://{self.storage_account}.blob.core.windows.net"
+
+    def _scoring_uri(self, endpoint: str) -> str:
+        return f"https://{endpoint}.westeurope.inference.ml.azure.com/score"
 
 
 def _canned(endpoint: str, deployment: str, request_json: str) -> str:
@@ -354,4 +484,13 @@ def _canned(endpoint: str, deployment: str, request_json: str) -> str:
     return json.dumps(CANNED_RESPONSES[pattern])
 
 
-__all__ = ["CANCELED", "CANNED_RESPONSES", "FAILED", "FakeWorkspace", "Responder"]
+__all__ = [
+    "CANCELED",
+    "CANNED_RESPONSES",
+    "FAILED",
+    "INTERNET",
+    "VNET",
+    "FakeWorkspace",
+    "PublicAccessDisabledError",
+    "Responder",
+]

@@ -12,6 +12,7 @@ from infra.rollout import (
     code_hash,
     connect,
     connect_alerts,
+    connect_autoscale,
     rollout_props,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "code_hash",
     "connect",
     "connect_alerts",
+    "connect_autoscale",
     "rollout_props",
 ]

@@ -3,8 +3,13 @@
 An endpoint has two slots, `blue` and `green`. A new deployment spec goes to the slot that is not
 live, at 0% traffic; once it is ready and answers its smoke request, it goes through the shadow
 stage (mirror, token-level gate) and the traffic steps with their bake periods
-(`delivery.stages`). The previous slot stays at 0% for `rollback`. A spec that is already live
-with all traffic is left alone, so re-running changes nothing.
+(`delivery.stages`), ending with a final bake at 100%. Then the previous slot is scaled down to
+its standby size (kept at 0% for `rollback`) or deleted. A spec that is already live with all
+traffic and a finished release record is left alone, so re-running changes nothing; one whose
+record says its release stopped half-way is resumed with its safeguards.
+
+With an `AutoscaleSpec`, every slot that takes traffic has its own autoscale setting first
+(`delivery.autoscale`); the setting of a slot goes when the slot is scaled to standby or deleted.
 """
 
 from __future__ import annotations
@@ -16,6 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from delivery.alerts import AlertSource
+from delivery.autoscale import (
+    AutoscaleClient,
+    AutoscaleSpec,
+    autoscale_name,
+    drop_slot_autoscale,
+    ensure_slot_autoscale,
+)
 from delivery.codeasset import staged
 from delivery.smoke import SmokeTestError
 from delivery.spec import (
@@ -28,7 +40,7 @@ from delivery.spec import (
     ProbeSpec,
     RolloutPolicy,
 )
-from delivery.stages import Stages, smoke
+from delivery.stages import ReleaseRecord, Stages, smoke
 from delivery.workspace import (
     SUCCEEDED,
     TERMINAL_FAILURES,
@@ -90,22 +102,37 @@ def rollout(
     *,
     base_dir: Path | None = None,
     alerts: AlertSource | None = None,
+    autoscale: AutoscaleClient | None = None,
+    scale: AutoscaleSpec | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> RolloutResult:
     """Converge the endpoint on `spec` with all traffic; see the module docstring.
 
-    `alerts` answers which of `policy.watch_alerts` fire while a step bakes (None: not watched).
+    `alerts` answers which of `policy.watch_alerts` fire while a step bakes (None: not watched);
+    `autoscale` with `scale` gives each live slot its own autoscale setting.
     """
     policy = policy or RolloutPolicy()
     state = _endpoint(workspace, endpoint)
     deployments = {d.name: d for d in workspace.list_deployments(endpoint)}
     fingerprint = spec.fingerprint()
+    record = ReleaseRecord.of(state)
 
     target, needs_create = _choose_target(state, deployments, fingerprint)
     previous = _previous(state, exclude=target)
-    if not needs_create and _serving_all(state, target, deployments[target]):
+    unfinished = (
+        not needs_create
+        and record is not None
+        and not record.finished
+        and record.matches(target, fingerprint)
+    )
+    if unfinished and previous is None and record.previous in deployments:
+        # Stopped at 100% during the final bake: the previous slot is still the way back.
+        previous = record.previous
+    if not needs_create and not unfinished and _serving_all(state, target, deployments[target]):
         live = deployments[target]
+        if autoscale is not None and scale is not None and live.id:
+            ensure_slot_autoscale(autoscale, scale, endpoint, live.name, live.id)
         return _keep(workspace, endpoint, state, live, spec, policy, previous, base_dir)
 
     original = _Traffic(dict(state.traffic), dict(state.mirror_traffic))
@@ -115,6 +142,8 @@ def rollout(
             workspace.set_traffic(endpoint, _all_to(previous), {})
             original = _Traffic(_all_to(previous), {})
         log.info("%s: deploying %s to slot %s at 0%% traffic", endpoint, spec.model, target)
+        deploying = ReleaseRecord(target, previous, fingerprint, "deploying", 0)
+        workspace.set_traffic(endpoint, original.traffic, original.mirror, deploying.tags())
         _create_or_update(workspace, spec, endpoint, target, base_dir)
     ready = _wait_ready(workspace, endpoint, target, fingerprint, policy, sleep, clock)
     try:
@@ -123,14 +152,25 @@ def rollout(
         if original.traffic.get(target, 0) > 0 and previous is not None:
             workspace.set_traffic(endpoint, _all_to(previous), {})
         raise
+    if autoscale is not None and scale is not None and ready.id:
+        # Before any traffic (mirror included) reaches the slot.
+        ensure_slot_autoscale(autoscale, scale, endpoint, target, ready.id)
 
     stages = Stages(
-        workspace, endpoint, spec.pattern, target, previous, policy, alerts, sleep, clock
+        workspace,
+        endpoint,
+        spec.pattern,
+        target,
+        previous,
+        policy,
+        alerts,
+        sleep,
+        clock,
+        fingerprint=fingerprint,
     )
     history = stages.run(start=original.traffic.get(target, 0))
-    if previous is not None and not policy.keep_previous:
-        log.info("%s: deleting previous deployment %s", endpoint, previous)
-        workspace.delete_deployment(endpoint, previous)
+    if previous is not None:
+        _retire_previous(workspace, endpoint, previous, policy, autoscale)
     return RolloutResult(
         endpoint=endpoint,
         live=target,
@@ -143,8 +183,43 @@ def rollout(
     )
 
 
-def rollback(workspace: WorkspaceClient, endpoint: str) -> RolloutResult:
-    """Return all traffic to the previous (standby) slot."""
+def _retire_previous(
+    workspace: WorkspaceClient,
+    endpoint: str,
+    previous: str,
+    policy: RolloutPolicy,
+    autoscale: AutoscaleClient | None,
+) -> None:
+    # After the final bake: the old slot's autoscale goes first, or it would scale it back up.
+    if autoscale is not None:
+        drop_slot_autoscale(autoscale, endpoint, previous)
+    if not policy.keep_previous:
+        log.info("%s: deleting previous deployment %s", endpoint, previous)
+        workspace.delete_deployment(endpoint, previous)
+        return
+    standby = workspace.get_deployment(endpoint, previous)
+    if standby is not None and (standby.instance_count or 0) > policy.standby_instances:
+        log.info(
+            "%s: scaling standby %s to %d instance(s)", endpoint, previous, policy.standby_instances
+        )
+        workspace.scale_deployment(endpoint, previous, policy.standby_instances)
+
+
+def rollback(
+    workspace: WorkspaceClient,
+    endpoint: str,
+    *,
+    autoscale: AutoscaleClient | None = None,
+    policy: RolloutPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> RolloutResult:
+    """Return all traffic to the previous (standby) slot.
+
+    A standby scaled down after its release is scaled back to the live slot's size first, and
+    it gets a copy of the live slot's autoscale setting, before it takes any traffic.
+    """
+    policy = policy or RolloutPolicy()
     state = _endpoint(workspace, endpoint)
     live = state.live
     standby = next_slot(live) if live in SLOTS else None
@@ -155,8 +230,37 @@ def rollback(workspace: WorkspaceClient, endpoint: str) -> RolloutResult:
             f"{standby}: {candidate.provisioning_state if candidate else 'absent'}); traffic "
             f"unchanged at {dict(state.traffic)}"
         )
+    current = workspace.get_deployment(endpoint, live) if live else None
+    wanted = current.instance_count if current and current.instance_count else None
+    if wanted and (candidate.instance_count or 0) < wanted:
+        log.info("%s: scaling %s up to %d before it takes traffic", endpoint, standby, wanted)
+        workspace.scale_deployment(endpoint, candidate.name, wanted)
+        candidate = _wait_ready(
+            workspace,
+            endpoint,
+            candidate.name,
+            candidate.tags.get(TAG_FINGERPRINT, ""),
+            policy,
+            sleep,
+            clock,
+        )
+    if autoscale is not None and live and current is not None and current.id and candidate.id:
+        setting = autoscale.get_autoscale(autoscale_name(endpoint, live))
+        if setting is not None:
+            autoscale.put_autoscale(
+                autoscale_name(endpoint, candidate.name),
+                _retarget(setting, current.id, candidate.id),
+            )
     traffic = {candidate.name: 100, live: 0}
-    workspace.set_traffic(endpoint, traffic, {})
+    record = ReleaseRecord(
+        candidate.name,
+        live,
+        candidate.tags.get(TAG_FINGERPRINT, ""),
+        "rolled-back",
+        100,
+        "manual rollback",
+    )
+    workspace.set_traffic(endpoint, traffic, {}, record.tags())
     return RolloutResult(
         endpoint=endpoint,
         live=candidate.name,
@@ -166,6 +270,49 @@ def rollback(workspace: WorkspaceClient, endpoint: str) -> RolloutResult:
         history=(traffic,),
         deployment_id=candidate.id,
     )
+
+
+def abort(workspace: WorkspaceClient, endpoint: str) -> RolloutResult | None:
+    """After a killed release: put all traffic on the previous slot and record it as cancelled.
+
+    Returns None when no release is unfinished (nothing to do). The CI job runs this when a
+    release job is cancelled or times out, since a killed process cannot clean up after itself.
+    """
+    state = _endpoint(workspace, endpoint)
+    record = ReleaseRecord.of(state)
+    if record is None or record.finished:
+        return None
+    back = record.previous
+    known_good = back and workspace.get_deployment(endpoint, back)
+    if not known_good or known_good.provisioning_state != SUCCEEDED:
+        # Nothing to go back to (a first release): keep the split, record that it was cut short.
+        traffic = dict(state.traffic)
+        back = record.slot
+    else:
+        traffic = {back: 100}
+    cancelled = ReleaseRecord(
+        record.slot,
+        record.previous,
+        record.fingerprint,
+        "cancelled",
+        0,
+        "release job cancelled or timed out",
+    )
+    workspace.set_traffic(endpoint, traffic, {}, cancelled.tags())
+    return RolloutResult(
+        endpoint=endpoint,
+        live=back,
+        previous=record.slot,
+        changed=True,
+        traffic=traffic,
+        history=(traffic,),
+    )
+
+
+def _retarget(setting: Mapping, old: str, new: str) -> dict:
+    import json
+
+    return json.loads(json.dumps(setting).replace(old, new))
 
 
 def retire(workspace: WorkspaceClient, endpoint: str) -> list[str]:
@@ -306,6 +453,7 @@ __all__ = [
     "RolloutError",
     "RolloutPolicy",
     "RolloutResult",
+    "abort",
     "next_slot",
     "retire",
     "rollback",

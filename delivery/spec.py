@@ -179,14 +179,27 @@ class RolloutPolicy(Spec):
     step_wait_s: number(0, 86400) = Field(300.0, alias="stepWaitSeconds")
     ready_timeout_s: NotInStackFile[float] = 3600.0
     poll_interval_s: NotInStackFile[float] = 15.0
-    # keep the previous slot at 0% so `rollback` is one traffic update (costs its instances)
+    # after 100%: bake this long while watching alerts before the release counts as done
+    # (None: the step wait); a fired alert sends all traffic back to the previous slot
+    final_bake_s: number(0, 86400) | None = Field(None, alias="finalBakeSeconds")
+    # keep the previous slot at 0% so `rollback` is one traffic update; after the final bake it
+    # is scaled down to `standby_instances` (rollback scales it up again before moving traffic)
     keep_previous: Flag = True
+    standby_instances: whole(1, 100) = 1
+    # "inline": `pulumi up` runs the release; "stage": `pulumi up` declares it and
+    # `python -m delivery release` runs it, outside the platform stack's lock
+    release: one_of("inline", "stage") = "inline"
     # autoscale owns instance counts: never scale an already-live deployment in place
     autoscale: NotInStackFile[bool] = False
     # shadow stage: compare the new slot with the live one on probe texts before any traffic
     gate: GatePolicy = Field(default_factory=lambda: GatePolicy(enabled=False))
     # metric alert rules (names) watched while each step bakes; one firing rolls back
     watch_alerts: NotInStackFile[tuple[str, ...]] = ()
+
+    @property
+    def final_bake(self) -> float:
+        """Seconds of the final bake at 100%."""
+        return self.step_wait_s if self.final_bake_s is None else self.final_bake_s
 
     def to_props(self) -> dict[str, Any]:
         """Plain JSON-able values."""
@@ -201,8 +214,9 @@ class RolloutPolicy(Spec):
         """Rebuild a policy from `to_props` output."""
         values = dict(props)
         values["traffic_steps"] = tuple(int(s) for s in values.get("traffic_steps", (10, 100)))
-        if "mirror_percent" in values:
-            values["mirror_percent"] = int(values["mirror_percent"])
+        for key in ("mirror_percent", "standby_instances"):
+            if key in values:
+                values[key] = int(values[key])
         if values.get("gate") is not None:
             values["gate"] = GatePolicy.from_props(values["gate"])
         values["watch_alerts"] = tuple(values.get("watch_alerts") or ())

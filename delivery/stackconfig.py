@@ -188,15 +188,12 @@ def write_stack_config(
     path.write_text(out.getvalue(), encoding="utf-8")
 
 
-def resolve_workspace(workspace_id: str | None, stack: str) -> WorkspaceRef:
-    """The workspace from an explicit ARM id, else from the stack output `workspaceId`."""
-    if workspace_id:
-        return WorkspaceRef.parse(workspace_id)
+def stack_outputs(stack: str) -> dict[str, Any]:
+    """The stack's outputs, read with the pulumi CLI (no lock is taken)."""
     pulumi = shutil.which("pulumi")
     if pulumi is None:
         raise StackConfigError(
-            f"no workspace id for stack {stack!r}: pass --workspace-id (or the pulumi CLI must be "
-            f"on PATH to read the stack output {WORKSPACE_OUTPUT!r})"
+            f"the pulumi CLI must be on PATH to read the outputs of stack {stack!r}"
         )
     completed = subprocess.run(
         [pulumi, "stack", "output", "--json", "--stack", stack],
@@ -206,7 +203,19 @@ def resolve_workspace(workspace_id: str | None, stack: str) -> WorkspaceRef:
     )
     if completed.returncode != 0:
         raise StackConfigError(f"pulumi stack output --stack {stack} failed: {completed.stderr}")
-    outputs = json.loads(completed.stdout or "{}")
+    return json.loads(completed.stdout or "{}")
+
+
+def resolve_workspace(workspace_id: str | None, stack: str) -> WorkspaceRef:
+    """The workspace from an explicit ARM id, else from the stack output `workspaceId`."""
+    if workspace_id:
+        return WorkspaceRef.parse(workspace_id)
+    if shutil.which("pulumi") is None:
+        raise StackConfigError(
+            f"no workspace id for stack {stack!r}: pass --workspace-id (or the pulumi CLI must be "
+            f"on PATH to read the stack output {WORKSPACE_OUTPUT!r})"
+        )
+    outputs = stack_outputs(stack)
     if WORKSPACE_OUTPUT not in outputs:
         raise StackConfigError(f"stack {stack!r} exports no {WORKSPACE_OUTPUT!r} output")
     return WorkspaceRef.parse(outputs[WORKSPACE_OUTPUT])

@@ -5,9 +5,14 @@
    texts. A failed gate ends the rollout.
 2. **Steps** (e.g. 10% -> 50% -> 100%): after each intermediate step, bake for the step wait while
    watching the endpoint's alert rules, then re-run the smoke request.
+3. **Final bake** at 100%: the previous slot still runs at full size while the alerts are watched
+   for `final_bake_s`; only then is the release done.
 
-Any failure, a fired alert or a failed gate returns all traffic to the current slot before the
-error is raised, so the update fails with traffic where it was.
+Any failure, a fired alert, a failed gate or a cancellation (SIGINT/SIGTERM) returns all traffic
+to the previous slot before the error is raised. Every traffic change carries the release record
+(`ReleaseRecord`, the endpoint tag `byom-release`) in the same update, so a process killed at any
+point leaves a split that says which release made it and at which stage; a resumed release runs
+the gate again and re-bakes the step it stopped in before it moves on.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from delivery.alerts import AlertSource, FiredAlert, concerning
 from delivery.gate import GateFailedError, GateReport, run_gate
 from delivery.smoke import SmokeTestError, check_response, smoke_case
 from delivery.spec import RolloutPolicy
-from delivery.workspace import WorkspaceClient
+from delivery.workspace import EndpointState, WorkspaceClient
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,64 @@ class AlertFiredError(RuntimeError):
         self.alerts = alerts
 
 
+TAG_RELEASE = "byom-release"
+# stages after which a release is over; any other stage in the record is a release to resume
+FINISHED = frozenset({"done", "rolled-back", "cancelled", "failed"})
+CANCELLATIONS = (KeyboardInterrupt, SystemExit)
+
+
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """What the last release did to an endpoint, kept in the endpoint's `byom-release` tag."""
+
+    slot: str
+    previous: str | None
+    fingerprint: str
+    stage: str
+    share: int
+    reason: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the release ended (done, rolled back, cancelled or failed)."""
+        return self.stage in FINISHED
+
+    def tags(self) -> dict[str, str]:
+        """The tag; the reason is cut so the value stays within Azure's 256 characters."""
+        values = {**asdict(self), "fingerprint": self.fingerprint[:16]}
+        text = json.dumps(values, separators=(",", ":"))
+        if len(text) > 256:
+            values["reason"] = self.reason[: max(0, len(self.reason) - (len(text) - 256) - 3)]
+            values["reason"] += "..."
+            text = json.dumps(values, separators=(",", ":"))
+        return {TAG_RELEASE: text}
+
+    def matches(self, slot: str, fingerprint: str) -> bool:
+        """Whether this record is about `slot` running the spec with `fingerprint`."""
+        return (
+            self.slot == slot
+            and bool(self.fingerprint)
+            and fingerprint.startswith(self.fingerprint[:16])
+        )
+
+    @classmethod
+    def of(cls, state: EndpointState) -> ReleaseRecord | None:
+        """The endpoint's record, or None (never released by this tool, or unreadable)."""
+        raw = state.tags.get(TAG_RELEASE)
+        if not raw:
+            return None
+        try:
+            values = json.loads(raw)
+            return cls(**{**values, "share": int(values["share"])})
+        except (TypeError, ValueError, KeyError):
+            log.warning("%s: unreadable %s tag %r", state.name, TAG_RELEASE, raw)
+            return None
+
+
+class ReleaseCancelledError(RuntimeError):
+    """The release was cancelled; traffic went back to the previous slot, with a record."""
+
+
 @dataclass
 class Stages:
     """One rollout's traffic stages for `target`, with `previous` the slot holding traffic."""
@@ -52,31 +115,43 @@ class Stages:
     alerts: AlertSource | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    fingerprint: str = ""
     history: list[dict[str, int]] = field(default_factory=list)
     gate_report: GateReport | None = None
 
     def run(self, start: int) -> list[dict[str, int]]:
-        """Shadow (when nothing is live on the target yet), then the traffic steps."""
-        # With nothing live there is nothing to protect: a first deployment takes all at once.
-        steps = (
-            [100] if self.previous is None else [s for s in self.policy.traffic_steps if s > start]
-        )
+        """From `start` (the target's share now): shadow or re-gate, steps, final bake.
+
+        `start` > 0 is a resumed release: the gate runs again and the step it stopped in is
+        baked again (alert watch and smoke request) before traffic moves on.
+        """
+        if self.previous is None:
+            # With nothing live there is nothing to protect: a first deployment takes all at once.
+            self._set({self.target: 100}, {}, "done")
+            return self.history
         try:
-            if self.previous is not None and start == 0:
+            if start == 0:
                 self.shadow()
-            for step in steps:
-                traffic = {self.target: step}
-                if self.previous is not None:
-                    traffic[self.previous] = 100 - step
-                self._set(traffic, {})
+            else:
+                log.info("%s: resuming %s at %d%%", self.endpoint, self.target, start)
+                self.gate()
+                if start < 100:
+                    self._set(self._split(start), {}, "step")
+                    self._bake_and_smoke(f"{start}% (resumed)", self.policy.step_wait_s)
+            for step in [s for s in self.policy.traffic_steps if s > start]:
+                self._set(self._split(step), {}, "step" if step < 100 else "final-bake")
                 if step < 100:
-                    self.bake(f"{step}%")
-                    smoke(self.workspace, self.endpoint, self.target, self.pattern)
-        except Exception:
-            if self.previous is not None:
-                log.warning("%s: returning all traffic to %s", self.endpoint, self.previous)
-                self.workspace.set_traffic(self.endpoint, {self.previous: 100}, {})
+                    self._bake_and_smoke(f"{step}%", self.policy.step_wait_s)
+            self._bake_and_smoke("100% (final bake)", self.policy.final_bake)
+        except BaseException as exc:
+            self._return_traffic(exc)
+            if isinstance(exc, CANCELLATIONS):
+                raise ReleaseCancelledError(
+                    f"{self.endpoint}: release of {self.target} cancelled; all traffic is on "
+                    f"{self.previous} (recorded in the endpoint tag {TAG_RELEASE})"
+                ) from exc
             raise
+        self._record("done", 100)
         return self.history
 
     def shadow(self) -> None:
@@ -84,21 +159,28 @@ class Stages:
         assert self.previous is not None
         if self.policy.mirror_percent:
             # Mirror only to a deployment with no live traffic (service rule).
-            self._set({self.previous: 100}, {self.target: self.policy.mirror_percent})
-            self.bake(f"mirror {self.policy.mirror_percent}%")
-            smoke(self.workspace, self.endpoint, self.target, self.pattern)
-        if self.policy.gate.enabled:
-            report = run_gate(
-                self.workspace, self.endpoint, self.previous, self.target, self.policy.gate
+            self._set(
+                {self.previous: 100}, {self.target: self.policy.mirror_percent}, "shadow", record=0
             )
-            self.gate_report = report
-            log.info("%s: %s", self.endpoint, report.summary())
-            if not report.passed:
-                raise GateFailedError(self.endpoint, report)
+            self._bake_and_smoke(f"mirror {self.policy.mirror_percent}%", self.policy.step_wait_s)
+        self.gate()
 
-    def bake(self, step: str) -> None:
-        """Wait the step's bake time, polling the watched alerts; raise when one fires."""
-        deadline = self.clock() + self.policy.step_wait_s
+    def gate(self) -> None:
+        """The token-level gate (when enabled): compare the new slot with the previous one."""
+        assert self.previous is not None
+        if not self.policy.gate.enabled:
+            return
+        report = run_gate(
+            self.workspace, self.endpoint, self.previous, self.target, self.policy.gate
+        )
+        self.gate_report = report
+        log.info("%s: %s", self.endpoint, report.summary())
+        if not report.passed:
+            raise GateFailedError(self.endpoint, report)
+
+    def bake(self, step: str, seconds: float | None = None) -> None:
+        """Wait the bake time, polling the watched alerts; raise when one fires."""
+        deadline = self.clock() + (self.policy.step_wait_s if seconds is None else seconds)
         while True:
             fired = self._fired()
             if fired:
@@ -108,15 +190,46 @@ class Stages:
                 return
             self.sleep(min(self.policy.poll_interval_s, remaining) or remaining)
 
+    def _bake_and_smoke(self, step: str, seconds: float) -> None:
+        self.bake(step, seconds)
+        smoke(self.workspace, self.endpoint, self.target, self.pattern)
+
+    def _split(self, step: int) -> dict[str, int]:
+        assert self.previous is not None
+        return {self.target: step, self.previous: 100 - step}
+
+    def _return_traffic(self, exc: BaseException) -> None:
+        stage = "cancelled" if isinstance(exc, CANCELLATIONS) else "rolled-back"
+        log.warning("%s: %s; returning all traffic to %s", self.endpoint, stage, self.previous)
+        record = self._record_for(stage, 0, f"{type(exc).__name__}: {exc}")
+        self.workspace.set_traffic(self.endpoint, {self.previous: 100}, {}, record.tags())
+
     def _fired(self) -> list[FiredAlert]:
         if self.alerts is None or not self.policy.watch_alerts:
             return []
         alerts = self.alerts.fired(self.endpoint, self.policy.watch_alerts)
         return concerning(alerts, self.target)
 
-    def _set(self, traffic: dict[str, int], mirror: dict[str, int]) -> None:
-        log.info("%s: traffic %s mirror %s", self.endpoint, traffic, mirror)
-        self.workspace.set_traffic(self.endpoint, traffic, mirror)
+    def _record_for(self, stage: str, share: int, reason: str = "") -> ReleaseRecord:
+        return ReleaseRecord(self.target, self.previous, self.fingerprint, stage, share, reason)
+
+    def _record(self, stage: str, share: int) -> None:
+        traffic = self._split(share) if self.previous is not None else {self.target: share}
+        self.workspace.set_traffic(
+            self.endpoint, traffic, {}, self._record_for(stage, share).tags()
+        )
+
+    def _set(
+        self,
+        traffic: dict[str, int],
+        mirror: dict[str, int],
+        stage: str,
+        record: int | None = None,
+    ) -> None:
+        share = traffic.get(self.target, 0) if record is None else record
+        log.info("%s: traffic %s mirror %s (%s)", self.endpoint, traffic, mirror, stage)
+        tags = self._record_for(stage, share).tags()
+        self.workspace.set_traffic(self.endpoint, traffic, mirror, tags)
         self.history.append(dict(traffic))
 
 

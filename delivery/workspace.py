@@ -3,7 +3,8 @@
 Everything in `delivery/` talks to a workspace through `WorkspaceClient`; tests pass the in-memory
 `delivery.fake.FakeWorkspace`. Inputs are real azure-ai-ml entities; what comes back is a small
 frozen state object holding only what the delivery logic reads. The real client authenticates with
-`DefaultAzureCredential` only: no keys, connection strings or tokens pass through here.
+`delivery.credential` (managed identity, a fresh GitHub assertion per token, or
+DefaultAzureCredential): no keys, connection strings or tokens pass through here.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class EndpointState:
     traffic: Mapping[str, int] = field(default_factory=dict)
     mirror_traffic: Mapping[str, int] = field(default_factory=dict)
     scoring_uri: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """The endpoint's tags; `byom-release` is the release record (`delivery.stages`)."""
 
     @property
     def live(self) -> str | None:
@@ -137,9 +140,16 @@ class WorkspaceClient(Protocol):
         ...
 
     def set_traffic(
-        self, endpoint: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int]
+        self,
+        endpoint: str,
+        traffic: Mapping[str, int],
+        mirror_traffic: Mapping[str, int],
+        record: Mapping[str, str] | None = None,
     ) -> None:
-        """Replace the endpoint's live and mirror traffic and wait for it to apply."""
+        """Replace the endpoint's live and mirror traffic and wait for it to apply.
+
+        `record` tags go onto the endpoint in the same update, so the split and the release
+        record that explains it never disagree."""
         ...
 
     def list_deployments(self, endpoint: str) -> list[DeploymentState]:
@@ -158,13 +168,17 @@ class WorkspaceClient(Protocol):
         """Delete a deployment (it must hold no traffic) and wait for it."""
         ...
 
+    def scale_deployment(self, endpoint: str, name: str, instance_count: int) -> None:
+        """Start changing a deployment's instance count in place; poll `get_deployment`."""
+        ...
+
     def invoke(self, endpoint: str, deployment: str, request_json: str) -> str:
         """Score one request on one deployment, whatever its traffic share; return the body."""
         ...
 
 
 class AzureMLWorkspace:
-    """WorkspaceClient over `azure.ai.ml.MLClient`, authenticated with DefaultAzureCredential."""
+    """WorkspaceClient over `azure.ai.ml.MLClient`, authenticated with the release credential."""
 
     def __init__(self, ml_client: MLClient) -> None:
         self._ml = ml_client
@@ -173,13 +187,14 @@ class AzureMLWorkspace:
 
     @classmethod
     def connect(cls, ref: WorkspaceRef) -> AzureMLWorkspace:
-        """Connect with DefaultAzureCredential (az login, managed identity or workload identity)."""
+        """Connect with the credential for where this runs (`delivery.credential`)."""
         from azure.ai.ml import MLClient
-        from azure.identity import DefaultAzureCredential
+
+        from delivery.credential import credential
 
         return cls(
             MLClient(
-                DefaultAzureCredential(),
+                credential(),
                 subscription_id=ref.subscription_id,
                 resource_group_name=ref.resource_group,
                 workspace_name=ref.workspace_name,
@@ -232,17 +247,24 @@ class AzureMLWorkspace:
             traffic=dict(endpoint.traffic or {}),
             mirror_traffic=dict(endpoint.mirror_traffic or {}),
             scoring_uri=endpoint.scoring_uri,
+            tags=dict(endpoint.tags or {}),
         )
 
     def begin_create_or_update_endpoint(self, endpoint: ManagedOnlineEndpoint) -> None:
         self._ml.online_endpoints.begin_create_or_update(endpoint).result()
 
     def set_traffic(
-        self, endpoint: str, traffic: Mapping[str, int], mirror_traffic: Mapping[str, int]
+        self,
+        endpoint: str,
+        traffic: Mapping[str, int],
+        mirror_traffic: Mapping[str, int],
+        record: Mapping[str, str] | None = None,
     ) -> None:
         current = self._ml.online_endpoints.get(name=endpoint)
         current.traffic = dict(traffic)
         current.mirror_traffic = dict(mirror_traffic)
+        if record:
+            current.tags = {**(current.tags or {}), **record}
         self._ml.online_endpoints.begin_create_or_update(current).result()
 
     def list_deployments(self, endpoint: str) -> list[DeploymentState]:
@@ -266,6 +288,13 @@ class AzureMLWorkspace:
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
         self._ml.online_deployments.begin_delete(name=name, endpoint_name=endpoint).result()
+
+    def scale_deployment(self, endpoint: str, name: str, instance_count: int) -> None:
+        # The deployment read back names its code and assets by id: nothing is uploaded again.
+        deployment = self._ml.online_deployments.get(name=name, endpoint_name=endpoint)
+        deployment.instance_count = instance_count
+        poller = self._ml.online_deployments.begin_create_or_update(deployment)
+        self._pending[(endpoint, name)] = poller
 
     def invoke(self, endpoint: str, deployment: str, request_json: str) -> str:
         # The SDK reads requests from a file; the deployment name becomes the routing header

@@ -573,6 +573,35 @@ class MonitoringSettings(ConfigModel):
         return self.action_group.emails
 
 
+class ReleaseRunnerSettings(ConfigModel):
+    """`releaseRunner` (private stacks): ephemeral GitHub runners in the VNet for release jobs.
+
+    Read by `infra.release_runner`; see docs/delivery-pipeline.md for the one-time set-up.
+    """
+
+    github_owner: Text
+    github_repo: Text
+    github_app_id: text(r"^\d+$", "the GitHub App's numeric id")
+    github_installation_id: text(r"^\d+$", "the App installation's numeric id")
+    app_key_secret_uri: text(
+        r"^https://[a-z0-9-]+\.vault\.azure\.net/secrets/[A-Za-z0-9-]+",
+        "https://<vault>.vault.azure.net/secrets/<name>",
+    )
+    """Key Vault secret holding the GitHub App's private key (read by reference, never copied)."""
+    image: text(r"^[^@\s]+@sha256:[0-9a-f]{64}$", "an image pinned by digest (<repo>@sha256:...)")
+    subnet: Cidr
+    """Runner subnet inside `network.addressSpace`; Container Apps needs a /23 or larger."""
+    max_runners: whole(1, 10) = 2
+    timeout_minutes: whole(30, 1440) = 180
+    """A release job's hard limit (the job's replica timeout): longer than a release's waits."""
+
+    @model_validator(mode="after")
+    def _big_enough(self) -> ReleaseRunnerSettings:
+        if ipaddress.IPv4Network(self.subnet).prefixlen > 23:
+            raise invalid("a /23 or larger (Container Apps environment)", "subnet", self.subnet)
+        return self
+
+
 class StackConfig(ConfigModel):
     """Everything the program needs from the stack configuration (the project's keys)."""
 
@@ -588,6 +617,7 @@ class StackConfig(ConfigModel):
     compute: ComputeSettings = ComputeSettings()
     endpoints: EndpointsSettings | None = None
     monitoring: MonitoringSettings = MonitoringSettings()
+    release_runner: ReleaseRunnerSettings | None = None
     _stack: tuple[str, str, Namer | None] = PrivateAttr(("", "", None))
 
     @property
@@ -624,6 +654,17 @@ class StackConfig(ConfigModel):
         if private and ws.registry_sku != "Premium":
             allowed = "Premium when network.private (private endpoints need Premium)"
             raise invalid(allowed, "workspace.registrySku", ws.registry_sku)
+        runner = self.release_runner
+        if runner is not None:
+            space = ipaddress.IPv4Network(self.network.address_space)
+            subnet = ipaddress.IPv4Network(runner.subnet)
+            taken = ipaddress.IPv4Network(self.network.private_endpoint_subnet)
+            if not subnet.subnet_of(space) or subnet.overlaps(taken):
+                allowed = (
+                    f"a subnet inside network.addressSpace {space}, apart from the private "
+                    f"endpoint subnet {taken}"
+                )
+                raise invalid(allowed, "releaseRunner.subnet", runner.subnet)
         e = self.endpoints
         if private and e is not None and e.auth_mode != "AADToken":
             allowed = "AADToken when network.private (no keys in private stacks)"

@@ -5,8 +5,9 @@ exist) is broken by ownership: Pulumi declares the endpoint without traffic and 
 traffic the service reports; `infra.rollout.Rollout` creates the deployment slot,
 smoke-tests it, compares it with the live slot on probe texts (the shadow gate), and moves
 traffic to it in baked steps while watching the pattern's alert rules (`infra.monitoring`). Each
-live slot gets its own autoscale setting (Azure cannot re-point one: its target is create-only),
-with an off-hours profile when configured. Traffic, console and event logs go to Log Analytics.
+slot gets its own autoscale setting from the rollout (`delivery.autoscale`), created before the
+slot takes traffic (Azure cannot re-point one: its target is create-only), with an off-hours
+profile when configured. Traffic, console and event logs go to Log Analytics.
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ from typing import Any
 
 import pulumi
 from pulumi_azure_native import machinelearningservices as ml
-from pulumi_azure_native import monitor
 from pulumiverse_time import Sleep
 
+from delivery.stages import TAG_RELEASE
 from infra import roles
 from infra.config import (
     AutoscaleSettings,
     DeploymentSettings,
     EndpointsSettings,
     MonitoringSettings,
-    OffHoursSettings,
     PrincipalSettings,
 )
 from infra.monitoring import ROLLOUT_SIGNALS, alert_rule_name
@@ -40,8 +40,6 @@ ENDPOINT_LOGS = (
     "AmlOnlineEndpointConsoleLog",
     "AmlOnlineEndpointEventLog",
 )
-WORK_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
-ALL_DAYS = (*WORK_DAYS, "Saturday", "Sunday")
 
 
 @dataclass(frozen=True)
@@ -70,12 +68,14 @@ class EndpointsArgs:
 
 
 class Endpoints(pulumi.ComponentResource):
-    """One endpoint per pattern; a rollout and an autoscale setting per deployment."""
+    """One endpoint per pattern and a rollout per deployment (which autoscales each slot)."""
 
     endpoints: dict[str, dict[str, pulumi.Output[Any]]]
     """Per pattern: endpoint `name`, `id`, `scoringUri`, and `liveDeployment` once rolled out."""
     live_deployment_ids: dict[str, pulumi.Output[str]]
-    """Per pattern with a rollout: ARM id of the live slot (autoscale and instance alerts)."""
+    """Per pattern with a rollout: ARM id of the live slot (instance alerts)."""
+    releases: dict[str, pulumi.Output[Any]]
+    """Per pattern with a rollout: what `python -m delivery release` rolls out (stage mode)."""
 
     def __init__(self, name: str, args: EndpointsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("byom:endpoints:Endpoints", name, None, opts)
@@ -84,6 +84,7 @@ class Endpoints(pulumi.ComponentResource):
         tags = dict(args.tags)
         self.endpoints = {}
         self.live_deployment_ids = {}
+        self.releases = {}
         settled: list[pulumi.Resource] = []
         if s.assets is not None and args.deployer_grants:
             # New grants reach the storage and workspace data planes only after a while; the
@@ -121,7 +122,12 @@ class Endpoints(pulumi.ComponentResource):
                     # first deployment fails to pull its image.
                     depends_on=list(args.identity_grants),
                     # Traffic belongs to the rollout; Pulumi must not reset it.
-                    ignore_changes=["properties.traffic", "properties.mirrorTraffic"],
+                    # The release record tag is written with each traffic change (delivery).
+                    ignore_changes=[
+                        "properties.traffic",
+                        "properties.mirrorTraffic",
+                        f'tags["{TAG_RELEASE}"]',
+                    ],
                     # Auth mode and name are create-only; the name is fixed, so delete first.
                     delete_before_replace=True,
                 ),
@@ -156,8 +162,7 @@ class Endpoints(pulumi.ComponentResource):
                 rollout = self._rollout(name, args, deployment, endpoint, settled)
                 outputs["liveDeployment"] = rollout.live_deployment
                 self.live_deployment_ids[pattern] = rollout.live_deployment_id
-                if deployment.autoscale is not None:
-                    self._autoscale(name, args, deployment, deployment.autoscale, rollout)
+                self.releases[pattern] = _declared_release(rollout)
             self.endpoints[pattern] = outputs
 
         self.register_outputs({"endpoints": self.endpoints})
@@ -230,106 +235,54 @@ class Endpoints(pulumi.ComponentResource):
                 endpoint_name=endpoint.name,
                 deployment=spec,
                 policy=policy,
+                autoscale=(
+                    _autoscale_spec(args, deployment, deployment.autoscale)
+                    if deployment.autoscale is not None
+                    else None
+                ),
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(settled)),
         )
 
-    def _autoscale(
-        self,
-        name: str,
-        args: EndpointsArgs,
-        deployment: DeploymentSettings,
-        scale: AutoscaleSettings,
-        rollout: Any,
-    ) -> monitor.AutoscaleSetting:
-        target = rollout.live_deployment_id
 
-        def rule(direction: str, operator: str, threshold: int, cooldown: int) -> Any:
-            return monitor.ScaleRuleArgs(
-                metric_trigger=monitor.MetricTriggerArgs(
-                    metric_name=scale.metric,
-                    metric_resource_uri=target,
-                    time_grain="PT1M",
-                    statistic="Average",
-                    time_window="PT5M",
-                    time_aggregation="Average",
-                    operator=operator,
-                    threshold=threshold,
-                ),
-                scale_action=monitor.ScaleActionArgs(
-                    direction=direction,
-                    type="ChangeCount",
-                    value="1",
-                    cooldown=f"PT{cooldown}M",
-                ),
+def _declared_release(rollout: Any) -> pulumi.Output[Any]:
+    from infra.rollout import INPUT_KEYS
+
+    return pulumi.Output.all(**{key: getattr(rollout, key) for key in INPUT_KEYS})
+
+
+def _autoscale_spec(
+    args: EndpointsArgs, deployment: DeploymentSettings, scale: AutoscaleSettings
+) -> Any:
+    """The rollout's per-slot autoscale rules (`delivery.autoscale`): each slot its own setting.
+
+    Not a Pulumi `AutoscaleSetting`: its target is create-only in Azure, so one setting re-pointed
+    at each new live slot fails (TargetResourceIdIsImmutable); the rollout creates the new slot's
+    setting before it takes traffic and removes the old one with its slot.
+    """
+    from delivery.autoscale import AutoscaleSpec, OffHours
+
+    off = scale.off_hours
+    return AutoscaleSpec(
+        location=args.location,
+        min_instances=scale.min_instances,
+        max_instances=scale.max_instances,
+        default_instances=deployment.instance_count,
+        metric=scale.metric,
+        scale_out_above=scale.scale_out_above,
+        scale_in_below=scale.scale_in_below,
+        cooldown_minutes=scale.cooldown_minutes,
+        off_hours=(
+            OffHours(
+                min_instances=off.min_instances,
+                max_instances=off.max_instances,
+                time_zone=off.time_zone,
+                workday_start=off.workday_start,
+                workday_end=off.workday_end,
+                weekends=off.weekends,
             )
-
-        rules = [
-            rule("Increase", "GreaterThan", scale.scale_out_above, scale.cooldown_minutes),
-            # Scale in more slowly than out: GPU capacity is slow to get back.
-            rule("Decrease", "LessThan", scale.scale_in_below, 2 * scale.cooldown_minutes),
-        ]
-        working = (scale.min_instances, scale.max_instances, deployment.instance_count)
-        profiles = [_profile("default", *working, rules)]
-        if scale.off_hours is not None:
-            off = scale.off_hours
-            profiles += [
-                _profile("working-hours", *working, rules, _recurrence(off, off.workday_start)),
-                _profile(
-                    "off-hours",
-                    off.min_instances,
-                    off.max_instances,
-                    off.min_instances,
-                    rules,
-                    _recurrence(off, off.workday_end),
-                ),
-            ]
-        pattern = deployment.pattern
-        return monitor.AutoscaleSetting(
-            f"{name}-{pattern}-autoscale",
-            # Azure refuses to re-point a setting (TargetResourceIdIsImmutable): one per slot,
-            # so a blue/green switch replaces the setting instead of updating its target.
-            autoscale_setting_name=rollout.live_deployment.apply(
-                lambda slot: args.namer.name(Kind.AUTOSCALE_SETTING, f"{pattern}-{slot}")
-            ),
-            resource_group_name=args.resource_group_name,
-            location=args.location,
-            target_resource_uri=target,
-            enabled=True,
-            profiles=profiles,
-            tags=dict(args.tags),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-
-
-def _profile(
-    name: str,
-    minimum: int,
-    maximum: int,
-    default: int,
-    rules: list[Any],
-    recurrence: monitor.RecurrenceArgs | None = None,
-) -> monitor.AutoscaleProfileArgs:
-    return monitor.AutoscaleProfileArgs(
-        name=name,
-        capacity=monitor.ScaleCapacityArgs(
-            minimum=str(minimum), maximum=str(maximum), default=str(default)
+            if off is not None
+            else None
         ),
-        rules=rules,
-        recurrence=recurrence,
-    )
-
-
-def _recurrence(off: OffHoursSettings, start: str) -> monitor.RecurrenceArgs:
-    # A recurring profile runs from its start until the next profile starts: with weekends off,
-    # the off-hours profile that starts Friday evening lasts until Monday morning.
-    hour, minute = (int(x) for x in start.split(":"))
-    return monitor.RecurrenceArgs(
-        frequency="Week",
-        schedule=monitor.RecurrentScheduleArgs(
-            time_zone=off.time_zone,
-            days=list(WORK_DAYS if off.weekends else ALL_DAYS),
-            hours=[hour],
-            minutes=[minute],
-        ),
+        tags=dict(args.tags),
     )

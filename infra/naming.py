@@ -55,6 +55,11 @@ class Kind(Enum):
     ONLINE_ENDPOINT = NameRule("ep", 32, 3, lowercase=True, starts_with_letter=True)
     ONLINE_DEPLOYMENT = NameRule("", 32, 3, lowercase=True, starts_with_letter=True)
     AUTOSCALE_SETTING = NameRule("as", 260)
+    NAT_GATEWAY = NameRule("ng", 80)
+    PUBLIC_IP = NameRule("pip", 80)
+    CONTAINER_APPS_ENVIRONMENT = NameRule("cae", 60, 2, lowercase=True, starts_with_letter=True)
+    # Container Apps job names: 2-32 lowercase letters, digits and hyphens, starting with a letter.
+    CONTAINER_APPS_JOB = NameRule("caj", 32, 2, lowercase=True, starts_with_letter=True)
     ACTION_GROUP = NameRule("ag", 260)
     METRIC_ALERT = NameRule("alert", 260)
     MANAGEMENT_LOCK = NameRule("lock", 90)

@@ -14,6 +14,7 @@ from infra.identity import Identity, IdentityArgs
 from infra.monitoring import AlertTarget, Monitoring, MonitoringArgs
 from infra.naming import Kind
 from infra.network import Network, NetworkArgs, platform_targets
+from infra.release_runner import ReleaseRunner, ReleaseRunnerArgs
 from infra.workspace import Workspace, WorkspaceArgs
 
 
@@ -85,6 +86,35 @@ def main() -> dict[str, Any]:
                     key_vault_id=workspace.key_vault_id,
                     registry_id=workspace.registry_id,
                 ),
+            ),
+        )
+
+    runner = None
+    runner_settings = settings.release_runner
+    if runner_settings is not None and (network is None or not settings.network.private):
+        # A public stack releases from GitHub's own runners; nothing to build.
+        pulumi.log.warn("releaseRunner is set but network.private is false: no runner is built")
+    elif runner_settings is not None and network is not None:
+        runner = ReleaseRunner(
+            "release",
+            ReleaseRunnerArgs(
+                namer=n,
+                stack=settings.stack,
+                location=settings.location,
+                tags=tags,
+                resource_group_name=workspace.resource_group_name,
+                resource_group_id=pulumi.Output.concat(
+                    "/subscriptions/",
+                    client.subscription_id,
+                    "/resourceGroups/",
+                    workspace.resource_group_name,
+                ),
+                subscription_id=client.subscription_id,
+                vnet_id=network.vnet_id,
+                workspace_id=workspace.workspace_id,
+                storage_account_id=workspace.storage_account_id,
+                registry_id=workspace.registry_id,
+                settings=runner_settings,
             ),
         )
 
@@ -192,8 +222,13 @@ def main() -> dict[str, Any]:
         "computeInstanceName": compute.instance_name if compute else None,
         "computeClusterName": compute.cluster_name if compute else None,
         "endpoints": endpoints.endpoints if endpoints else {},
+        # Read by `python -m delivery release` (no stack lock): the declared releases.
+        "releases": endpoints.releases if endpoints else {},
         "actionGroupId": monitoring.action_group_id if monitoring else None,
         "alertRules": monitoring.alert_rules if monitoring else {},
+        # Release jobs of a private stack: `runs-on: [self-hosted, <label>]`, as this identity.
+        "releaseRunnerLabel": runner.label if runner else None,
+        "releaseIdentityClientId": runner.identity_client_id if runner else None,
     }
     for key, value in outputs.items():
         pulumi.export(key, value)

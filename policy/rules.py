@@ -342,9 +342,15 @@ def gpu_autoscale_metric(
     resource_type: str, props: Mapping[str, Any], settings: Mapping[str, Any]
 ) -> list[str]:
     """GPU deployments scale on GPU (or request) metrics: their CPU stays low under load."""
+    allowed = settings.get("allowedMetrics", GPU_AUTOSCALE_METRICS)
+    if resource_type == ROLLOUT and prop(props, "policy.autoscale") is True:
+        # The rollout gives each slot its own setting with this metric (delivery.autoscale).
+        metric = prop(props, "autoscale.metric")
+        if metric not in allowed:
+            return [f"autoscale scales on {_shown(metric)}; allowed: {', '.join(allowed)}"]
+        return []
     if resource_type != AUTOSCALE_SETTING:
         return []
-    allowed = settings.get("allowedMetrics", GPU_AUTOSCALE_METRICS)
     reasons = []
     for profile in props.get("profiles") or []:
         for rule in profile.get("rules") or []:
@@ -406,6 +412,13 @@ def endpoint_min_instances(
                 f"deployment.instance_count is {count} without autoscale; at most {limit} allowed "
                 "(add autoscale to run more only under load)"
             )
+    if resource_type == ROLLOUT and prop(props, "policy.autoscale") is True:
+        # The rollout gives each live slot an autoscale setting with these profiles.
+        reasons += [
+            f"profile {name!r} keeps at least {minimum} instances; at most {limit} allowed"
+            for name, minimum in _rollout_floors(props.get("autoscale") or {})
+            if minimum is not None and minimum > limit
+        ]
     if resource_type == AUTOSCALE_SETTING:
         for profile in props.get("profiles") or []:
             minimum = _count(prop(profile, "capacity.minimum"))
@@ -415,6 +428,20 @@ def endpoint_min_instances(
                     f"at most {limit} allowed"
                 )
     return reasons
+
+
+def _rollout_floors(autoscale: Mapping[str, Any]) -> list[tuple[str, int | None]]:
+    # Mirrors delivery.autoscale.AutoscaleSpec.setting: default (and working hours) share the
+    # main floor; off hours has its own.
+    floor = _count(autoscale.get("min_instances"))
+    off = autoscale.get("off_hours")
+    if not off:
+        return [("default", floor)]
+    return [
+        ("default", floor),
+        ("working-hours", floor),
+        ("off-hours", _count(off.get("min_instances"))),
+    ]
 
 
 def _region(value: str) -> str:

@@ -5,7 +5,10 @@ lose e-mail addresses, phone and card numbers, IBANs, IP addresses and bearer to
 optional hook (``SCORING_REDACTION_HOOK=package.module:function``) gets the last word. `Capture`
 samples requests (``SCORING_CAPTURE_SAMPLE_RATE``), redacts both sides, and hands them to the
 collector: Azure ML's ``azureml.ai.monitoring.Collector`` (collections ``model_inputs`` and
-``model_outputs``) when the package is installed, else one JSON log line each.
+``model_outputs``) when the deployment has a data collector, else (a local run) one JSON log line
+each. A deployment whose data collector is configured but whose image lacks
+``azureml-ai-monitoring`` fails at start-up: the payloads would otherwise end up in the container
+log instead of the governed collections.
 """
 
 from __future__ import annotations
@@ -143,11 +146,23 @@ class Capture:
         redactor = Redactor(fields=fields, hook=load_hook(hook) if hook else None)
         if not enabled:
             return cls(redactor, LogSink(), 0.0, enabled=False)
+        if not collector_configured(env):
+            # A local run (no Azure data collector): one JSON log line per exchange.
+            return cls(redactor, LogSink(), float(env.get("SCORING_CAPTURE_SAMPLE_RATE", "1")))
         try:
-            sink: Sink = CollectorSink()
-            # Azure's collector samples by the deployment's samplingRate itself.
-            rate = 1.0
-        except ImportError:
-            log.warning("azureml-ai-monitoring is not installed: capturing to the log instead")
-            sink, rate = LogSink(), float(env.get("SCORING_CAPTURE_SAMPLE_RATE", "1"))
-        return cls(redactor, sink, rate)
+            sink = CollectorSink()
+        except ImportError as exc:
+            raise RuntimeError(
+                "SCORING_CAPTURE=true and the deployment has a data collector, but "
+                "azureml-ai-monitoring is not installed in the image: captured payloads would go "
+                "to the container log. Add it to the environment (environments/*.conda.yaml)"
+            ) from exc
+        # Azure's collector samples by the deployment's samplingRate itself.
+        return cls(redactor, sink, 1.0)
+
+
+def collector_configured(environ: Mapping[str, str]) -> bool:
+    """Whether Azure ML configured a data collector for this container (MDC settings)."""
+    return bool(environ.get("AZUREML_MDC_CONFIG_PATH")) or (
+        environ.get("AZUREML_MDC_ENABLED", "false").lower() == "true"
+    )

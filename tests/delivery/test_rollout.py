@@ -84,9 +84,12 @@ def test_a_new_model_version_rolls_out_blue_green_in_steps(
     assert (result.live, result.previous) == ("green", "blue")
     assert result.history == ({"green": 10, "blue": 90}, {"green": 100, "blue": 0})
     assert fake.traffic(ENDPOINT) == {"green": 100, "blue": 0}
-    # green was created and smoke-tested before any traffic moved
-    assert fake.mutations[0] == ("create_or_update_deployment", ENDPOINT, "green")
-    assert [i[1] for i in fake.invocations] == ["green", "green"]  # smoke, then re-check at 10%
+    # green was recorded, created and smoke-tested before any traffic moved
+    assert fake.mutations[0][0] == "tag_endpoint"
+    assert '\\"stage\\":\\"deploying\\"' in fake.mutations[0][2]
+    assert fake.mutations[1] == ("create_or_update_deployment", ENDPOINT, "green")
+    # smoke, re-check at 10%, re-check after the final bake at 100%
+    assert [i[1] for i in fake.invocations] == ["green", "green", "green"]
     green = fake.deployments[(ENDPOINT, "green")].entity
     assert green.model == second_spec.model
     assert fake.get_deployment(ENDPOINT, "blue").provisioning_state == "Succeeded"
@@ -214,7 +217,8 @@ def test_an_interrupted_rollout_resumes_without_a_new_deployment(
     result = deploy(fake, second_spec, fast_policy)
 
     assert result.live == "green"
-    assert [m[0] for m in fake.mutations] == ["set_traffic"]
+    # no new deployment; 10% is baked again (a record-only update), then 100%
+    assert [m[0] for m in fake.mutations if m[0] != "tag_endpoint"] == ["set_traffic"]
     assert fake.traffic(ENDPOINT) == {"green": 100, "blue": 0}
 
 
@@ -238,7 +242,7 @@ def test_a_newer_spec_takes_back_traffic_from_an_abandoned_slot(
     result = deploy(fake, third_spec, fast_policy)
 
     assert result.history == ({"green": 10, "blue": 90}, {"green": 100, "blue": 0})
-    assert fake.mutations[:2] == [
+    assert [m for m in fake.mutations if m[0] != "tag_endpoint"][:2] == [
         ("set_traffic", ENDPOINT, '{"blue": 100}', "{}"),
         ("create_or_update_deployment", ENDPOINT, "green"),
     ]

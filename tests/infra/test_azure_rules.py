@@ -85,22 +85,18 @@ def test_unique_suffix_without_organization_mixes_in_the_subscription() -> None:
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_next_release_replaces_the_autoscale_setting_instead_of_repointing_it(
-    plans: dict[str, Plan], stack: str
-) -> None:
-    """Blue -> green: the setting's target is create-only (TargetResourceIdIsImmutable)."""
+def test_next_release_changes_no_create_only_property(plans: dict[str, Plan], stack: str) -> None:
+    """Blue -> green: nothing create-only changes in place (TargetResourceIdIsImmutable): the
+    platform declares no setting that follows the live slot; each slot's own setting comes from
+    the rollout, before the slot takes traffic (tests/delivery/test_resume.py)."""
     blue = plans[stack]  # the fixture's release left blue live
     green = plan(stack, release=True, live_slot="green")
     assert azure_rules.create_only_changes(blue, green) == []
-    names = {
-        p.stack + slot: sorted(
-            r.props["autoscaleSettingName"] for r in of_type(p.resources, AUTOSCALE)
-        )
-        for p, slot in ((blue, "blue"), (green, "green"))
-    }
-    before, after = names.values()
-    assert before
-    assert set(before).isdisjoint(after)
+    for p in (blue, green):
+        assert of_type(p.resources, AUTOSCALE) == [], p.stack
+    rollouts = of_type(blue.resources, "pulumi-python:dynamic/byom:Rollout")
+    assert rollouts
+    assert all(r.props["autoscale"] for r in rollouts if r.props["policy"]["autoscale"])
 
 
 def test_create_only_rule_refuses_a_repointed_autoscale_target() -> None:

@@ -61,6 +61,8 @@ def test_endpoints_leave_traffic_to_the_rollout(stack_plan: Plan) -> None:
     for r in of_type(stack_plan.resources, ENDPOINT):
         assert "traffic" not in r.props["properties"], r.urn
         assert "properties.traffic" in r.ignore_changes, r.urn
+        # ... nor the release record the rollout writes with each traffic change.
+        assert 'tags["byom-release"]' in r.ignore_changes, r.urn
 
 
 def test_endpoints_wait_for_their_identity_grants(stack_plan: Plan) -> None:
@@ -88,19 +90,32 @@ def test_prod_endpoints_are_private_with_entra_auth(plans: dict[str, Plan]) -> N
         assert r.props["deployment"]["instance_type"].startswith("Standard_N"), f"{r.urn}: no GPU"
 
 
-def test_autoscale_targets_the_live_deployment(plans: dict[str, Plan]) -> None:
-    """Each prod deployment's autoscale setting acts on the live slot; counts stay in range."""
+def test_each_slot_is_autoscaled_by_its_own_setting_never_a_repointed_one(
+    plans: dict[str, Plan],
+) -> None:
+    """No platform-stack autoscale setting follows the live slot (its target is create-only,
+    TargetResourceIdIsImmutable); each rollout carries the rules for one setting per slot."""
+    from delivery.autoscale import AutoscaleSpec, autoscale_name
+
+    for plan in plans.values():
+        assert of_type(plan.resources, AUTOSCALE) == [], plan.stack
     rollouts = _by_pattern(plans["prod"].resources, ROLLOUT)
-    scales = _by_pattern(plans["prod"].resources, AUTOSCALE)
-    assert set(scales) == set(rollouts)
-    for pattern, r in scales.items():
-        assert "/onlineEndpoints/" in r.props["targetResourceUri"], r.urn
-        assert "/deployments/" in r.props["targetResourceUri"], r.urn
-        assert rollouts[pattern].urn in r.dependencies, r.urn
-        assert rollouts[pattern].props["policy"]["autoscale"] is True, rollouts[pattern].urn
-        capacity = r.props["profiles"][0]["capacity"]
-        count = rollouts[pattern].props["deployment"]["instance_count"]
-        assert int(capacity["minimum"]) <= count <= int(capacity["maximum"]), r.urn
+    assert rollouts
+    for pattern, r in rollouts.items():
+        assert r.props["policy"]["autoscale"] is True, r.urn
+        spec = AutoscaleSpec.from_props(r.props["autoscale"])
+        count = r.props["deployment"]["instance_count"]
+        assert spec.min_instances <= count <= spec.max_instances, r.urn
+        endpoint = r.props["endpoint_name"]
+        names = {autoscale_name(endpoint, slot) for slot in ("blue", "green")}
+        assert len(names) == 2, pattern  # blue and green never share (and re-point) a setting
+        for slot in ("blue", "green"):
+            target = f"/x/onlineEndpoints/{endpoint}/deployments/{slot}"
+            setting = spec.setting(target)
+            assert setting["properties"]["targetResourceUri"] == target
+            for profile in setting["properties"]["profiles"]:
+                for rule in profile["rules"]:
+                    assert rule["metricTrigger"]["metricResourceUri"] == target
 
 
 def test_invokers_get_only_the_custom_role_on_each_endpoint(plans: dict[str, Plan]) -> None:
@@ -165,6 +180,21 @@ def test_endpoints_without_registered_assets_have_no_rollout() -> None:
     settings = _parse()
     assert settings.endpoints is not None
     assert settings.endpoints.assets is None
+
+
+def test_prod_releases_leave_the_stack_and_bake_at_full_traffic(plans: dict[str, Plan]) -> None:
+    """Prod declares its releases (`stage`) for the release job; dev runs them in `pulumi up`."""
+    for pattern, rollout in _by_pattern(plans["prod"].resources, ROLLOUT).items():
+        policy = rollout.props["policy"]
+        assert policy["release"] == "stage", pattern
+        assert policy["final_bake_s"] >= policy["step_wait_s"], pattern
+        assert policy["standby_instances"] == 1, pattern
+    for rollout in _by_pattern(plans["dev"].resources, ROLLOUT).values():
+        assert rollout.props["policy"]["release"] == "inline"
+    releases = plans["prod"].outputs["releases"]
+    assert set(releases) == set(_by_pattern(plans["prod"].resources, ROLLOUT))
+    for declared in releases.values():
+        assert {"deployment", "policy", "autoscale", "endpoint_name"} <= set(declared)
 
 
 MODEL = {"name": "m", "version": "3f2a9c0d1b4e5f67", "contentHash": "sha256:3f2a9c0d1b4e5f67"}

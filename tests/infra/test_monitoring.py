@@ -15,7 +15,6 @@ from tests.infra.conftest import of_type
 
 ACTION_GROUP = "azure-native:monitor:ActionGroup"
 METRIC_ALERT = "azure-native:monitor:MetricAlert"
-AUTOSCALE = "azure-native:monitor:AutoscaleSetting"
 ENDPOINT = "azure-native:machinelearningservices:OnlineEndpoint"
 ROLLOUT = "pulumi-python:dynamic/byom:Rollout"
 
@@ -114,8 +113,12 @@ def test_data_collection_is_declared_in_both_stacks(plans: dict[str, Plan]) -> N
 
 def test_autoscale_has_working_and_off_hours_profiles(stack_plan: Plan) -> None:
     """Generate scales down at night: a recurring off-hours profile with a smaller maximum."""
-    [generate] = [r for r in of_type(stack_plan.resources, AUTOSCALE) if "generate" in r.name]
-    profiles = {p["name"]: p for p in generate.props["profiles"]}
+    from delivery.autoscale import AutoscaleSpec
+
+    generate = _rollouts(stack_plan)["generate"]
+    spec = AutoscaleSpec.from_props(generate.props["autoscale"])
+    setting = spec.setting(f"/x/onlineEndpoints/e/deployments/{'blue'}")
+    profiles = {p["name"]: p for p in setting["properties"]["profiles"]}
     assert set(profiles) == {"default", "working-hours", "off-hours"}, generate.urn
     off, work = profiles["off-hours"], profiles["working-hours"]
     assert int(off["capacity"]["maximum"]) < int(work["capacity"]["maximum"]), generate.urn

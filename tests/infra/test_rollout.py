@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import io
 import json
 import pickle
 import subprocess
@@ -15,8 +16,9 @@ import dill
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
+from delivery.autoscale import AutoscaleSpec
 from delivery.fake import FakeWorkspace
-from delivery.rollout import DeploymentSpec, RolloutPolicy
+from delivery.rollout import DeploymentSpec, RolloutPolicy, rollback
 from infra import rollout as infra_rollout
 from infra.rollout import (
     RolloutArgs,
@@ -211,6 +213,113 @@ def test_the_resource_registers_under_pulumi_mocks_without_azure(tmp_path: Path)
     assert registered["endpoint"] == "ep-analyze"
     assert registered["pattern"] == "analyze"
     assert registered["code_hash"] == code_hash(code)
+
+
+SCALE = AutoscaleSpec(location="westeurope", min_instances=1, max_instances=3, default_instances=1)
+
+
+@pytest.fixture
+def scaled_provider(fake: FakeWorkspace) -> RolloutProvider:
+    """A provider whose workspace, alerts and autoscale are the fake."""
+    return RolloutProvider(
+        workspace_factory=lambda ref: fake,
+        alerts_factory=lambda ref: fake,
+        autoscale_factory=lambda ref: fake,
+    )
+
+
+def test_refresh_after_a_manual_rollback_shows_the_drift(
+    scaled_provider: RolloutProvider,
+    spec: DeploymentSpec,
+    fake: FakeWorkspace,
+    tmp_path: Path,
+    code_dir: Path,
+) -> None:
+    """`pulumi refresh` reads the real split and live slot; the next `up` is no longer a no-op."""
+    created = scaled_provider.create(_inputs(spec, autoscale=SCALE.to_props()))
+    newer = register_spec(fake, write_tiny_model(tmp_path / "v2", seed=7), code_dir)
+    news = _as_pulumi_returns(_inputs(newer, autoscale=SCALE.to_props()))
+    updated = scaled_provider.update(created.id, _as_pulumi_returns(created.outs), news)
+    assert updated.outs["live_deployment"] == "green"
+    assert scaled_provider.diff(created.id, _as_pulumi_returns(updated.outs), news).changes is False
+
+    rollback(fake, ENDPOINT, autoscale=fake, sleep=lambda _: None)  # by hand, outside Pulumi
+
+    read = scaled_provider.read(created.id, _as_pulumi_returns(updated.outs))
+    assert read.id == created.id
+    assert read.outs["live_deployment"] == "blue"
+    assert read.outs["traffic"] == {"blue": 100, "green": 0}
+    assert read.outs["live_deployment_id"].endswith("/deployments/blue")
+    assert read.outs["previous_deployment"] == "green"
+    assert read.outs["deployment"] == updated.outs["deployment"]  # inputs are left as declared
+    diff = scaled_provider.diff(created.id, _as_pulumi_returns(read.outs), news)
+    assert diff.changes is True  # the declared model is not what serves: up reconciles
+    assert not diff.replaces
+
+    reconciled = scaled_provider.update(created.id, _as_pulumi_returns(read.outs), news)
+    assert reconciled.outs["live_deployment"] == "green"
+    assert fake.traffic(ENDPOINT)["green"] == 100
+    assert fake.autoscaled(ENDPOINT, "green")
+
+
+def test_refresh_of_a_deleted_endpoint_drops_the_resource(
+    provider: RolloutProvider, spec: DeploymentSpec, fake: FakeWorkspace
+) -> None:
+    created = provider.create(_inputs(spec))
+    del fake.endpoints[ENDPOINT]
+    assert provider.read(created.id, _as_pulumi_returns(created.outs)).id is None
+
+
+def test_the_provider_gives_the_live_slot_its_own_autoscale(
+    scaled_provider: RolloutProvider, spec: DeploymentSpec, fake: FakeWorkspace
+) -> None:
+    created = scaled_provider.create(_inputs(spec, autoscale=SCALE.to_props()))
+    assert fake.autoscaled(ENDPOINT, created.outs["live_deployment"])
+
+
+def _staged(spec: DeploymentSpec, **changes) -> dict:
+    policy = RolloutPolicy(step_wait_s=0, poll_interval_s=0, release="stage").to_props()
+    return _inputs(spec, policy=policy, **changes)
+
+
+def test_in_stage_mode_pulumi_up_declares_and_the_release_job_rolls_out(
+    provider: RolloutProvider,
+    spec: DeploymentSpec,
+    fake: FakeWorkspace,
+    tmp_path: Path,
+    code_dir: Path,
+) -> None:
+    """`pulumi up` returns at once without touching traffic; `delivery release` does the work."""
+    from delivery import __main__ as delivery_cli
+
+    fake.mutations.clear()
+    created = provider.create(_staged(spec))
+    assert fake.traffic(ENDPOINT) == {}
+    assert fake.mutations == []
+    assert created.outs["live_deployment"] is None
+    assert created.outs["deployment"] == spec.to_props()
+
+    out = io.StringIO()
+    outputs = {"releases": {"generate": _as_pulumi_returns(created.outs)}}
+    status = delivery_cli.main(
+        ["release", "--stack", "prod"],
+        workspace_factory=lambda ref: fake,
+        out=out,
+        autoscale_factory=lambda ref: fake,
+        outputs_reader=lambda stack: outputs,
+    )
+    assert status == 0
+    assert "generate: released on blue" in out.getvalue()
+    assert fake.traffic(ENDPOINT) == {"blue": 100}
+
+    # A new version: `up` records it (traffic untouched), refresh shows what really serves.
+    newer = register_spec(fake, write_tiny_model(tmp_path / "v2", seed=7), code_dir)
+    updated = provider.update(created.id, _as_pulumi_returns(created.outs), _staged(newer))
+    assert fake.traffic(ENDPOINT) == {"blue": 100}
+    assert updated.outs["live_deployment"] == "blue"
+    assert updated.outs["deployment"] == newer.to_props()
+    diff = provider.diff(created.id, _as_pulumi_returns(updated.outs), _staged(newer))
+    assert diff.changes is True  # declared but not yet serving: the plan says so
 
 
 def test_state_written_before_the_move_still_finds_the_provider() -> None:

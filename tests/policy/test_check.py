@@ -165,5 +165,5 @@ def test_prod_deployment_with_too_high_a_floor_fails_min_instances():
     violations = [
         v for v in check.evaluate(resources, config) if v.policy == "endpoint-min-instances"
     ]
-    assert [v.resource_name for v in violations] == ["endpoints-generate-autoscale"] * 2
+    assert [v.resource_name for v in violations] == ["endpoints-generate-rollout"] * 2
     assert "profile 'default' keeps at least 3 instances; at most 2 allowed" in violations[0].reason

@@ -140,30 +140,15 @@ CASES = [
     ),
     (
         "GPU autoscale",
-        _type(rules.AUTOSCALE_SETTING),
+        _named("endpoints-generate-rollout"),
         lambda r: replace(
             r,
             props={
                 **r.props,
-                "profiles": [
-                    {
-                        **p,
-                        "rules": [
-                            {
-                                **rule,
-                                "metricTrigger": {
-                                    **rule["metricTrigger"],
-                                    "metricName": "CpuUtilizationPercentage",
-                                },
-                            }
-                            for rule in p["rules"]
-                        ],
-                    }
-                    for p in r.props["profiles"]
-                ],
+                "autoscale": {**r.props["autoscale"], "metric": "CpuUtilizationPercentage"},
             },
         ),
-        ("gpu-autoscale-metric", "endpoints-generate-autoscale"),
+        ("gpu-autoscale-metric", "endpoints-generate-rollout"),
     ),
     (
         "the unset egress flag (set again)",
@@ -222,7 +207,7 @@ def test_insecure_prod_config_breaks_data_protection_and_gpu_autoscale(
     found = _mandatory(insecure_prod_resources)
     assert ("data-protection", "workspace-storage") in found
     assert ("data-protection", "workspace-aml") in found
-    assert ("gpu-autoscale-metric", "endpoints-generate-autoscale") in found
+    assert ("gpu-autoscale-metric", "endpoints-generate-rollout") in found
 
 
 def test_stack_policy_reports_through_crossguard(prod_resources: list[Any]) -> None:

@@ -314,6 +314,17 @@ def test_autoscaled_rollout_is_judged_by_its_autoscale_minimum():
     assert reasons == ["profile 'off-hours' keeps at least 4 instances; at most 2 allowed"]
 
 
+def test_the_rollouts_per_slot_autoscale_floors_count():
+    """The rollout creates each slot's setting: its autoscale floors are judged on the rollout."""
+    props = {
+        **ROLLOUT_PROPS,
+        "policy": {"autoscale": True},
+        "autoscale": {"min_instances": 1, "off_hours": {"min_instances": 3}},
+    }
+    reasons = rules.endpoint_min_instances(rules.ROLLOUT, props, {"maxMinInstances": 2})
+    assert reasons == ["profile 'off-hours' keeps at least 3 instances; at most 2 allowed"]
+
+
 def test_min_instances_policy_defaults_to_one():
     """Without a setting the floor limit is one instance."""
     spec = next(p for p in POLICIES if p.name == "endpoint-min-instances")

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from infra.release_runner import runner_label
+
 WORKFLOWS = Path(__file__).resolve().parents[2] / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yml"))
 # `uses: owner/repo@<40 hex> # vX.Y.Z`: the comment says which release the SHA is.
@@ -34,9 +36,26 @@ def _steps_using(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
     return [s for s in job.get("steps", []) if s.get("uses", "").startswith(action + "@")]
 
 
-def test_the_three_pipelines_exist():
-    """Pull request, main (dev) and promotion (prod) workflows are present."""
-    assert [p.name for p in FILES] == ["deploy-dev.yml", "promote-prod.yml", "pull-request.yml"]
+def test_the_four_pipelines_exist():
+    """Pull request, main (dev), promotion and release (prod) workflows are present."""
+    assert [p.name for p in FILES] == [
+        "deploy-dev.yml",
+        "promote-prod.yml",
+        "pull-request.yml",
+        "release-prod.yml",
+    ]
+
+
+def test_zizmor_finds_nothing_of_medium_severity_or_above():
+    """zizmor (offline audits: cache poisoning, credential persistence, injection, ...) is clean."""
+    zizmor = Path(sys.executable).parent / "zizmor"
+    result = subprocess.run(
+        [str(zizmor), "--offline", "--min-severity", "medium", "--no-progress", str(WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_workflows_pass_the_workflow_schema_linter():
@@ -73,10 +92,11 @@ def test_every_job_has_explicit_permissions(file, job_name, job):
 
 
 @pytest.mark.parametrize(("file", "job_name", "job"), _jobs(), ids=JOB_IDS)
-def test_oidc_token_only_where_azure_is_logged_in(file, job_name, job):
-    """id-token: write exactly in jobs that log in to Azure, with ids from vars, no secrets."""
+def test_oidc_token_only_where_it_is_exchanged(file, job_name, job):
+    """id-token: write exactly in jobs that exchange it (Azure or Pulumi Cloud login)."""
     logins = _steps_using(job, "azure/login")
-    assert (job["permissions"].get("id-token") == "write") == bool(logins), f"{file}:{job_name}"
+    exchanges = logins + _steps_using(job, "pulumi/auth-actions")
+    assert (job["permissions"].get("id-token") == "write") == bool(exchanges), f"{file}:{job_name}"
     for login in logins:
         assert set(login["with"]) == {"client-id", "tenant-id", "subscription-id"}
         assert all(v.startswith("${{ vars.") for v in login["with"].values())
@@ -96,6 +116,8 @@ def test_jobs_that_run_pulumi_hold_a_concurrency_group_per_stack(file, job_name,
         if "command" in step.get("with", {}):
             stack = step["with"]["stack-name"].rsplit("/", 1)[-1]
             assert stack in group, f"{file}:{job_name}: group {group!r} for stack {stack}"
+    if any(re.search(r"pulumi (up|preview)", s.get("run", "")) for s in job.get("steps", [])):
+        assert "prod" in group, f"{file}:{job_name}: group {group!r}"
 
 
 def test_stack_updates_are_never_cancelled_halfway():
@@ -104,6 +126,7 @@ def test_stack_updates_are_never_cancelled_halfway():
         (job["concurrency"]["group"], job["concurrency"]["cancel-in-progress"])
         for _, _, job in _jobs()
         if any(s["with"].get("command") == "up" for s in _steps_using(job, "pulumi/actions"))
+        or any("pulumi up" in s.get("run", "") for s in job.get("steps", []))
     ]
     assert sorted(ups) == [("pulumi-dev", "false"), ("pulumi-prod", "false")]
 
@@ -141,22 +164,67 @@ def test_main_deploys_dev_then_smoke_tests_with_entra_tokens():
     assert "--aad" in job["steps"][-1]["run"]
 
 
-def test_promotion_is_gated_and_deploys_the_promoted_assets_with_mandatory_policies():
-    """Prod: protected environment, promote by hash (dry run first), then up with the pack."""
+def test_promotion_copies_assets_from_the_vnet_and_records_them_without_deploying():
+    """Prod step 1: on the release runner, dry run then copy; no `pulumi up` in this workflow."""
     workflow = _load(WORKFLOWS / "promote-prod.yml")
-    assert set(workflow["on"]) == {"workflow_dispatch", "push"}
+    assert set(workflow["on"]) == {"workflow_dispatch"}  # no tag trigger: git decides releases
     job = workflow["jobs"]["promote"]
-    assert job["environment"] == "prod"
+    assert job["runs-on"] == ["self-hosted", runner_label("prod")]
     runs = [s.get("run", "") for s in job["steps"]]
     dry = next(i for i, r in enumerate(runs) if "delivery.promote --from dev --to prod" in r)
     assert "--dry-run" in runs[dry]
     assert "--dry-run" not in runs[dry + 1]
     assert "delivery.promote --from dev --to prod" in runs[dry + 1]
-    up = next(s for s in _steps_using(job, "pulumi/actions") if s["with"].get("command") == "up")
-    assert job["steps"].index(up) > dry + 1
-    assert up["with"]["stack-name"].endswith("/prod")
-    assert up["with"]["policyPacks"] == "policy"
-    assert up["with"]["policyPackConfigs"] == "policy/config.prod.json"
+    assert "pulumi up" not in (WORKFLOWS / "promote-prod.yml").read_text()
+
+
+def test_prod_approval_comes_after_the_plan_is_shown_and_applies_that_plan():
+    """Prod step 2: plan (shown, saved) -> approval (environment prod) -> `pulumi up --plan`."""
+    jobs = _load(WORKFLOWS / "release-prod.yml")["jobs"]
+    plan, apply = jobs["plan"], jobs["apply"]
+    assert plan["environment"] != "prod"  # no approval before there is a plan
+    preview = next(s["run"] for s in plan["steps"] if "--save-plan" in s.get("run", ""))
+    assert "pulumi preview" in preview
+    assert "GITHUB_STEP_SUMMARY" in preview  # reviewers see the plan on the run page
+    assert "--policy-pack policy" in preview
+    (upload,) = _steps_using(plan, "actions/upload-artifact")
+    assert apply["needs"] == "plan"
+    assert apply["environment"] == "prod"
+    (download,) = _steps_using(apply, "actions/download-artifact")
+    assert download["with"]["name"] == upload["with"]["name"]
+    up = next(s["run"] for s in apply["steps"] if "pulumi up" in s.get("run", ""))
+    assert "--plan prod.plan.json" in up
+    assert "--policy-pack-config policy/config.prod.json" in up
+    release = jobs["release"]
+    assert release["needs"] == "apply"
+    assert "pulumi" not in str(release["concurrency"]["group"])  # not behind the stack lock
+    runs = [s.get("run", "") for s in release["steps"]]
+    assert any("python -m delivery release --stack" in r for r in runs)
+    assert not any("pulumi up" in r for r in runs)
+    abort = next(s for s in release["steps"] if "delivery abort" in s.get("run", ""))
+    assert "cancelled()" in abort["if"]
+
+
+def test_prod_jobs_run_on_the_release_runner_in_the_vnet():
+    """Every job that reaches prod's private data plane runs on the stack's runner label."""
+    for name in ("plan", "apply", "release"):
+        job = _load(WORKFLOWS / "release-prod.yml")["jobs"][name]
+        assert job["runs-on"] == ["self-hosted", runner_label("prod")], name
+
+
+def test_pull_request_jobs_have_no_prod_write_access():
+    """PR jobs use no prod environment, the Reader identity and a read-only Pulumi team token."""
+    jobs = _load(WORKFLOWS / "pull-request.yml")["jobs"]
+    for name, job in jobs.items():
+        assert not str(job.get("environment", "")).startswith("prod"), name
+        for auth in _steps_using(job, "pulumi/auth-actions"):
+            assert auth["with"]["requested-token-type"].endswith(":team"), name
+            assert auth["with"]["scope"] == "team:byom-preview", name
+        for login in _steps_using(job, "azure/login"):
+            assert login["with"]["client-id"] == "${{ vars.AZURE_PREVIEW_CLIENT_ID }}", name
+    text = (WORKFLOWS / "pull-request.yml").read_text()
+    assert "access_token:organization" not in text
+    assert "pulumi up" not in text
 
 
 def test_workflow_inputs_never_reach_shell_text():
