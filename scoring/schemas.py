@@ -213,8 +213,15 @@ def openapi_document(title: str = "azureml-byom scoring", version: str = "1") ->
                     "requestBody": {"required": True, **body("GenerateRequest", "AnalyzeRequest")},
                     "responses": {
                         "200": {
-                            "description": "generation, one text's analysis, or a batch's",
-                            **body("GenerateResponse", "TextAnalysis", "AnalyzeBatchResponse"),
+                            "description": "generation, one text's analysis, or a batch's; "
+                            "with stream=true, server-sent events: one `data:` line per decoded "
+                            "piece, the last with finish_reason and usage",
+                            "content": {
+                                **body("GenerateResponse", "TextAnalysis", "AnalyzeBatchResponse")[
+                                    "content"
+                                ],
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
                         },
                         **errors,
                     },
