@@ -65,8 +65,28 @@ class Spec(Protocol):
         ...
 
 
+class _HashVersioned:
+    """Version and asset reference derived from a spec hash: one rule for every image spec."""
+
+    name: str
+
+    @property
+    def spec_hash(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def version(self) -> str:
+        """The environment version derived from the spec hash."""
+        return version_from_hash(self.spec_hash)
+
+    @property
+    def asset_id(self) -> str:
+        """The workspace asset reference a deployment names: `azureml:<name>:<version>`."""
+        return f"azureml:{self.name}:{self.version}"
+
+
 @dataclass(frozen=True)
-class EnvironmentSpec:
+class EnvironmentSpec(_HashVersioned):
     """A conda file on a base image, with the version both hash to."""
 
     name: str = ENVIRONMENT_NAME
@@ -80,16 +100,6 @@ class EnvironmentSpec:
         digest.update(self.image.encode("utf-8") + b"\0")
         digest.update(Path(self.conda_file).read_bytes())
         return HASH_PREFIX + digest.hexdigest()
-
-    @property
-    def version(self) -> str:
-        """The environment version derived from the spec hash."""
-        return version_from_hash(self.spec_hash)
-
-    @property
-    def asset_id(self) -> str:
-        """The workspace asset reference a deployment names: `azureml:<name>:<version>`."""
-        return f"azureml:{self.name}:{self.version}"
 
     def to_environment(self) -> Environment:
         """The azure-ai-ml environment entity (Azure ML builds the image on first use)."""
@@ -108,7 +118,7 @@ class EnvironmentSpec:
 
 
 @dataclass(frozen=True)
-class ServerImageSpec:
+class ServerImageSpec(_HashVersioned):
     """The OpenAI-compatible server's image: a Docker build context Azure ML builds."""
 
     name: str = SERVER_ENVIRONMENT_NAME
@@ -138,14 +148,6 @@ class ServerImageSpec:
         for name, path in self._files():
             digest.update(name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
         return HASH_PREFIX + digest.hexdigest()
-
-    @property
-    def version(self) -> str:
-        return version_from_hash(self.spec_hash)
-
-    @property
-    def asset_id(self) -> str:
-        return f"azureml:{self.name}:{self.version}"
 
     def stage(self, into: Path) -> Path:
         """Write the build context into ``into``: the Dockerfile with its base image filled in
