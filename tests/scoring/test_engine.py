@@ -200,17 +200,25 @@ def test_a_cancelled_row_leaves_and_its_neighbours_finish(
     assert outcomes["keep"].text == alone.text  # type: ignore[union-attr]
 
 
+def occupy_the_only_slot(
+    engine: GenerationEngine | SerialEngine, lm: LoadedModel
+) -> threading.Thread:
+    """A 200-token request in the background: it holds the batch slot (or the model lock)."""
+    busy = threading.Thread(
+        target=engine.submit,
+        args=(lm.tokenizer("hello").input_ids, SamplingParams(200), Job.within(60)),
+    )
+    busy.start()
+    return busy
+
+
 @pytest.mark.parametrize("kind", ENGINES)
 def test_a_queued_job_that_is_cancelled_never_reaches_the_model(
     kind: str, no_eos: LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = make_engine(kind, no_eos, max_batch_size=1)
     slow_forward(no_eos, monkeypatch, 0.01)
-    busy = threading.Thread(
-        target=engine.submit,
-        args=(no_eos.tokenizer("hello").input_ids, SamplingParams(200), Job.within(60)),
-    )
-    busy.start()
+    busy = occupy_the_only_slot(engine, no_eos)
     time.sleep(0.2)  # the only batch slot (or the serial model lock) is taken, for >= 2 s
     steps = StepCounter(no_eos, monkeypatch)
     job = Job.within(60)
@@ -232,11 +240,7 @@ def test_deadline_counts_from_arrival_queue_wait_included(
 ) -> None:
     engine = make_engine(kind, no_eos, max_batch_size=1)
     slow_forward(no_eos, monkeypatch, 0.01)
-    busy = threading.Thread(
-        target=engine.submit,
-        args=(no_eos.tokenizer("hello").input_ids, SamplingParams(200), Job.within(60)),
-    )
-    busy.start()
+    busy = occupy_the_only_slot(engine, no_eos)
     time.sleep(0.2)  # the slot is taken for >= 2 s
     job = Job.within(0.3)  # arrived now; its whole budget goes on waiting for the slot
     started = time.monotonic()

@@ -76,6 +76,17 @@ def test_analyze_single_text_and_batch(service: ScoringService) -> None:
     )
 
 
+def assert_client_error(
+    service: ScoringService, payload: object, status: int, field: str | None, message: str
+) -> None:
+    """The reply has this status, its message says this, and its details name the field."""
+    got, body = call(service, payload)
+    assert got == status, body
+    assert message in body["error"]["message"]
+    if field is not None:
+        assert field in [d["field"] for d in body["error"]["details"]]
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "field", "message"),
     [
@@ -100,11 +111,7 @@ def test_analyze_single_text_and_batch(service: ScoringService) -> None:
 def test_bad_input_gets_a_4xx_naming_the_problem(
     service: ScoringService, payload: object, status: int, field: str | None, message: str
 ) -> None:
-    got, body = call(service, payload)
-    assert got == status, body
-    assert message in body["error"]["message"]
-    if field is not None:
-        assert field in [d["field"] for d in body["error"]["details"]]
+    assert_client_error(service, payload, status, field, message)
     assert call(service, {"text": "still serving"})[0] == 200
 
 
@@ -188,11 +195,7 @@ def test_deadline_exceeded_becomes_503_with_retry_after(
 def test_malformed_input_gets_a_4xx_not_a_500(
     service: ScoringService, payload: object, status: int, field: str | None, message: str
 ) -> None:
-    got, body = call(service, payload)
-    assert got == status, body
-    assert message in body["error"]["message"]
-    if field is not None:
-        assert field in [d["field"] for d in body["error"]["details"]]
+    assert_client_error(service, payload, status, field, message)
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting(service: ScoringService) -> None:
