@@ -40,10 +40,11 @@ from starlette.routing import Route
 from scoring import openai_api as oai
 from scoring.engine import Job
 from scoring.engines import open_model
-from scoring.generation import SamplingParams
+from scoring.generation import Generation, SamplingParams
 from scoring.metrics import MetricsRecorder, PrometheusMetrics, RequestMetrics
 from scoring.openai_api import ChatCompletionRequest, CompletionRequest, OpenAIError
 from scoring.redaction import Capture
+from scoring.schemas import GenerateResponse
 from scoring.service import Call, ClientError, Reply, ScoreStream, ScoringService
 from scoring.settings import ScoringSettings
 from scoring.streaming import Failed, Finished, GenerationStream, Piece
@@ -197,16 +198,22 @@ class OpenAIServer:
             raise OpenAIError.from_client_error(error, renames) from None
         return ids, params, renames
 
+    def _generate(
+        self, service: ScoringService, call: Call, parsed: oai.R, job: Job
+    ) -> tuple[list[int], Generation, GenerateResponse]:
+        """Run one non-streamed generation; refusals in OpenAI's shape, with its names."""
+        ids, params, renames = self._prepare(service, call, parsed)
+        try:
+            result = service.engine_for_generation().submit(ids, params, job)
+            return ids, result, service.finish_generation(ids, result, call.trace)
+        except Exception as error:
+            raise OpenAIError.from_client_error(service.refusal(error), renames) from None
+
     def _complete(
         self, service: ScoringService, call: Call, parsed: oai.R, job: Job
     ) -> dict[str, Any]:
         """A non-streamed chat completion or completion (runs on a worker thread)."""
-        ids, params, renames = self._prepare(service, call, parsed)
-        try:
-            result = service.engine_for_generation().submit(ids, params, job)
-            done = service.finish_generation(ids, result, call.trace)
-        except Exception as error:
-            raise OpenAIError.from_client_error(service.refusal(error), renames) from None
+        ids, result, done = self._generate(service, call, parsed, job)
         use = oai.usage(done.usage.prompt_tokens, done.usage.completion_tokens)
         name = self.served_name or service.lm.name
         if isinstance(parsed, ChatCompletionRequest):
@@ -263,12 +270,7 @@ class OpenAIServer:
         prompt_ids = service.lm.tokenizer(text).input_ids
         out_text, finish, out_ids = "", "length", ()
         if parsed.max_tokens != 0:
-            ids, params, renames = self._prepare(service, call, parsed)
-            try:
-                result = service.engine_for_generation().submit(ids, params, job)
-                done = service.finish_generation(ids, result, call.trace)
-            except Exception as error:
-                raise OpenAIError.from_client_error(service.refusal(error), renames) from None
+            _, result, done = self._generate(service, call, parsed, job)
             out_text, finish, out_ids = done.text, done.finish_reason, result.token_ids
         logprobs = None
         completion_tokens = 0
