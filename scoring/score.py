@@ -26,8 +26,6 @@ from flask import g
 from scoring.allocator import limit_arenas
 from scoring.disconnect import watch_disconnect
 from scoring.engines import open_model
-from scoring.metrics import MetricsRecorder
-from scoring.redaction import Capture
 from scoring.schemas import openapi_document
 from scoring.service import ClientError, ScoreStream, ScoringService
 from scoring.settings import ScoringSettings
@@ -62,15 +60,7 @@ def init() -> None:
     log.info(
         "%s engine opened %s in %.1f s", settings.engine, lm.name, time.perf_counter() - started
     )
-    candidate = ScoringService(
-        lm,
-        settings,
-        engine=opened.engine,
-        metrics=MetricsRecorder.from_environment(lm.name),
-        capture=Capture.from_environment(),
-    )
-    log.info("warm-up done in %.2f s", candidate.warm_up())
-    service = candidate
+    service = ScoringService.serving(opened, settings)
     _publish_openapi()
     log.info(
         "serving %s on %s with the %s engine: %s",

@@ -41,9 +41,8 @@ from scoring import openai_api as oai
 from scoring.engine import Job
 from scoring.engines import open_model
 from scoring.generation import Generation, SamplingParams
-from scoring.metrics import MetricsRecorder, PrometheusMetrics, RequestMetrics
+from scoring.metrics import PrometheusMetrics, RequestMetrics
 from scoring.openai_api import ChatCompletionRequest, CompletionRequest, OpenAIError
-from scoring.redaction import Capture
 from scoring.schemas import GenerateResponse
 from scoring.service import Call, ClientError, Reply, ScoreStream, ScoringService
 from scoring.settings import ScoringSettings
@@ -400,16 +399,7 @@ def service_loader(settings: ScoringSettings) -> Callable[[], ScoringService]:
 
     def load() -> ScoringService:
         opened = open_model(settings)  # SCORING_ENGINE: vllm, continuous or serial
-        lm = opened.lm
-        service = ScoringService(
-            lm,
-            settings,
-            engine=opened.engine,
-            metrics=MetricsRecorder.from_environment(lm.name),
-            capture=Capture.from_environment(),
-        )
-        log.info("warm-up done in %.2f s", service.warm_up())
-        return service
+        return ScoringService.serving(opened, settings)
 
     return load
 

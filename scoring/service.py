@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from scoring.allocator import trim
 from scoring.analysis import TokenScores, bucket_counts, padded_positions, perplexity
 from scoring.engine import CancelledError, DeadlineExceededError, Engine, Job, QueueFullError
-from scoring.engines import transformers_engine
+from scoring.engines import OpenedModel, transformers_engine
 from scoring.generation import Generation, SamplingParams
 from scoring.metrics import MetricsRecorder, RequestMetrics, pooled
 from scoring.model import LoadedModel, ModelInfo
@@ -178,6 +178,19 @@ class ScoringService:
         self.analysis_limit = min(settings.max_input_tokens, lm.context_length)
         self.engine: Engine = engine if engine is not None else _engine_for(lm, settings)
         self._analysis_gate = _Gate(self.engine.analysis_slots, waiting=settings.max_queue)
+
+    @classmethod
+    def serving(cls, opened: OpenedModel, settings: ScoringSettings) -> ScoringService:
+        """The service a server runs: metrics and capture from the environment, warmed up."""
+        service = cls(
+            opened.lm,
+            settings,
+            engine=opened.engine,
+            metrics=MetricsRecorder.from_environment(opened.lm.name),
+            capture=Capture.from_environment(),
+        )
+        log.info("warm-up done in %.2f s", service.warm_up())
+        return service
 
     def handle(
         self, body: bytes, job: Job | None = None, request_id: str | None = None
