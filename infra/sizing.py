@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from delivery.spec import REQUEST_TIMEOUT_MS
 
 if TYPE_CHECKING:
-    from infra.config import DeploymentSettings
+    from infra.config_endpoints import DeploymentSettings
 
 # Download from workspace storage plus load to GPU, per GB of safetensors, measured loosely on
 # A100/T4 SKUs (weights mount over blobfuse): a conservative figure, not a benchmark.
