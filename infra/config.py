@@ -253,9 +253,6 @@ class StackConfig(ConfigModel):
         )
 
 
-StackSettings = StackConfig
-
-
 def parse_settings(
     values: Mapping[str, Any],
     *,
@@ -264,7 +261,7 @@ def parse_settings(
     project: str = PROJECT,
     delivery: Mapping[str, Any] | None = None,
     subscription_id: str = "",
-) -> StackSettings:
+) -> StackConfig:
     """Validate raw config values (top-level keys without the project prefix) into settings.
 
     `delivery` holds the `byom:model`, `byom:environment` and (optional)
@@ -332,7 +329,7 @@ def _read(config: pulumi.Config, key: str) -> Any:
         raise ConfigError(f"{config.name}:{key}", config.get(key), "a YAML mapping") from None
 
 
-def load_settings(subscription_id: str = "") -> StackSettings:
+def load_settings(subscription_id: str = "") -> StackConfig:
     """Read the current stack's configuration through the Pulumi runtime and validate it."""
     config, delivery = pulumi.Config(), pulumi.Config(DELIVERY_NAMESPACE)
     values = {f.alias: _read(config, f.alias) for f in StackConfig.model_fields.values()}
