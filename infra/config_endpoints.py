@@ -17,7 +17,9 @@ from delivery.gate import GatePolicy
 from delivery.spec import (
     DEFAULT_CODE_DIR,
     DEFAULT_SCORING_SCRIPT,
+    REQUEST_TIMEOUT_MS,
     SERVERS,
+    EgressAccess,
     ProbeSpec,
     RequestTimeoutMs,
     RolloutPolicy,
@@ -145,14 +147,11 @@ class DeploymentSettings(ConfigModel):
     @model_validator(mode="after")
     def _fits(self) -> DeploymentSettings:
         max_new, rate = self.max_new_tokens, self.min_tokens_per_second
-        if (
-            max_new
-            and rate
-            and sizing.request_timeout_ms(max_new, rate) > sizing.MAX_REQUEST_TIMEOUT_MS
-        ):
+        limit_s = REQUEST_TIMEOUT_MS[1] // 1000
+        if max_new and rate and sizing.request_timeout_ms(max_new, rate) > limit_s * 1000:
             allowed = (
-                f"at most {(sizing.MAX_REQUEST_TIMEOUT_MS // 1000 - 10) * rate} at "
-                f"minTokensPerSecond {rate} (the endpoint cuts requests at 180 s)"
+                f"at most {(limit_s - sizing.PREFILL_MARGIN_SECONDS) * rate} at "
+                f"minTokensPerSecond {rate} (the endpoint cuts requests at {limit_s} s)"
             )
             raise invalid(allowed, "maxNewTokens", max_new)
         scale = self.autoscale
@@ -241,7 +240,7 @@ class EndpointsSettings(ConfigModel):
     auth_mode: one_of(*AUTH_MODES) = "AADToken"
     public_network_access: one_of("Enabled", "Disabled") | None = None
     """None as parsed: `Disabled` in private stacks, else `Enabled`."""
-    egress_public_network_access: one_of("enabled", "disabled") | None = None
+    egress_public_network_access: EgressAccess | None = None
     """`enabled` or `disabled` (lowercase, as azure-ai-ml takes it); create-only in Azure."""
     code_dir: Text = DEFAULT_CODE_DIR
     scoring_script: Text = DEFAULT_SCORING_SCRIPT

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, Field, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from delivery.fields import SPEC_CONFIG, Flag, OrNone, Text, invalid, items, number, text, whole
-from delivery.spec import DataCollectionSpec
+from delivery.spec import REQUEST_TIMEOUT_MS, DataCollectionSpec
 from infra.config_types import Cidr, ConfigModel
 
 # Metric alert windows Azure accepts (minutes).
@@ -40,7 +40,7 @@ class AlertSettings(ConfigModel):
     enabled: Flag = True
     server_errors_per_minute: whole(1, 100_000) = 1
     throttled_per_minute: whole(1, 100_000) = 10
-    latency_p95_ms: Annotated[whole(0, 180_000), OrNone] = None
+    latency_p95_ms: Annotated[whole(0, REQUEST_TIMEOUT_MS[1]), OrNone] = None
     """None: 80% of each deployment's request timeout."""
     window_minutes: Annotated[whole(1, 60), AfterValidator(_window)] = 5
     severity: whole(0, 4) = 2

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from delivery.spec import REQUEST_TIMEOUT_MS
+from delivery.spec import DEFAULT_REQUEST_TIMEOUT_MS
 
 if TYPE_CHECKING:
     from infra.config_endpoints import DeploymentSettings
@@ -54,7 +54,6 @@ PREFILL_MARGIN_SECONDS = 10
 # The package answers 503 this long before the endpoint would cut the request with a 408.
 DEADLINE_MARGIN_SECONDS = 5
 GUNICORN_DEFAULT_TIMEOUT = 300
-MAX_REQUEST_TIMEOUT_MS = REQUEST_TIMEOUT_MS[1]  # the managed endpoint maximum
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ def derived_request_timeout_ms(
     """The request timeout when the stack sets none: the slowest full generation, else 90 s."""
     if max_new_tokens and min_tokens_per_second:
         return request_timeout_ms(max_new_tokens, min_tokens_per_second)
-    return 90_000
+    return DEFAULT_REQUEST_TIMEOUT_MS
 
 
 def probe_initial_delay_s(model_size_gb: float | None) -> int:
