@@ -47,13 +47,20 @@ EgressAccess = one_of("enabled", "disabled")
 DEFAULT_CODE_DIR = "scoring"
 DEFAULT_SCORING_SCRIPT = "score.py"
 ROLLING_RATES = ("Minute", "Hour", "Day")
+SamplingRate = number(0.001, 1.0)
+# How long probes wait for a replica to start (s): the range, and the wait for a model of unknown
+# size (infra.sizing derives it from the size otherwise).
+PROBE_INITIAL_DELAY_S = (0, 3600)
+DEFAULT_PROBE_INITIAL_DELAY_S = 600
 
 
 @pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
 class ProbeSpec(Spec):
     """Liveness/readiness probe timing, in seconds (LLMs need a long initial delay)."""
 
-    initial_delay_s: whole(0, 3600) = Field(600, alias="initialDelaySeconds")
+    initial_delay_s: whole(*PROBE_INITIAL_DELAY_S) = Field(
+        DEFAULT_PROBE_INITIAL_DELAY_S, alias="initialDelaySeconds"
+    )
     period_s: whole(1, 600) = Field(10, alias="periodSeconds")
     timeout_s: whole(1, 600) = Field(2, alias="timeoutSeconds")
     failure_threshold: whole(1, 100) = 30
@@ -69,7 +76,7 @@ class DataCollectionSpec(Spec):
     """
 
     enabled: Flag = False
-    sampling_rate: number(0.001, 1.0) = 1.0
+    sampling_rate: SamplingRate = 1.0
     rolling_rate: one_of(*ROLLING_RATES) = "Hour"
     collections: NotInStackFile[tuple[str, ...]] = ("model_inputs", "model_outputs")
 

@@ -13,8 +13,8 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from delivery.fields import SPEC_CONFIG, Flag, OrNone, Text, invalid, items, number, text, whole
-from delivery.spec import REQUEST_TIMEOUT_MS, DataCollectionSpec
+from delivery.fields import SPEC_CONFIG, Flag, OrNone, Text, invalid, items, text, whole
+from delivery.spec import REQUEST_TIMEOUT_MS, DataCollectionSpec, SamplingRate
 from infra.config_types import Cidr, ConfigModel
 
 # Metric alert windows Azure accepts (minutes).
@@ -52,7 +52,7 @@ class DataCollectionSettings(DataCollectionSpec):
 
     enabled: Flag | None = None
     """None as parsed: off where the data is confidential (capture is then an explicit choice)."""
-    sampling_rate: number(0.001, 1.0) = 0.1
+    sampling_rate: SamplingRate = 0.1
     redact_fields: Annotated[
         tuple[str, ...], items(lambda f: isinstance(f, str) and f, "a list of JSON field names")
     ] = ()

@@ -16,7 +16,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from delivery.spec import DEFAULT_REQUEST_TIMEOUT_MS
+from delivery.spec import (
+    DEFAULT_PROBE_INITIAL_DELAY_S,
+    DEFAULT_REQUEST_TIMEOUT_MS,
+    PROBE_INITIAL_DELAY_S,
+)
 
 if TYPE_CHECKING:
     from infra.config_endpoints import DeploymentSettings
@@ -66,7 +70,7 @@ class StartupBudget:
     @property
     def probe_initial_delay_s(self) -> int:
         """Probes start after the expected load time plus half again (slow storage, cold cache)."""
-        return min(math.ceil(self.load_seconds * 1.5), 3600)
+        return min(math.ceil(self.load_seconds * 1.5), PROBE_INITIAL_DELAY_S[1])
 
     @property
     def worker_timeout_s(self) -> int:
@@ -140,7 +144,9 @@ def probe_initial_delay_s(model_size_gb: float | None) -> int:
     The estimate assumes the image's default engine (vLLM, the slowest to start), whichever
     engine a deployment pins: probes are set per endpoint, before the deployments are read.
     """
-    return 600 if model_size_gb is None else startup_budget(model_size_gb).probe_initial_delay_s
+    if model_size_gb is None:
+        return DEFAULT_PROBE_INITIAL_DELAY_S
+    return startup_budget(model_size_gb).probe_initial_delay_s
 
 
 def server_env(
