@@ -172,3 +172,83 @@ def test_a_digest_the_locked_down_workspace_cannot_pull_is_refused() -> None:
     register_image_environment(prod, "byom-inference-gpu", "9a8b", elsewhere)
     with pytest.raises(ImageBuildError, match="import it first"):
         _deploy(prod, "azureml:byom-inference-gpu:9a8b")
+
+
+def test_acr_import_sends_the_digest_by_source_resource_id() -> None:
+    """The real RegistryClient: one `importImage` naming the source registry by resource id (which
+    works when its public access is off) and the image by digest; it waits for the operation."""
+    from unittest.mock import MagicMock
+
+    from delivery.images import AzureContainerRegistry
+
+    client = MagicMock()
+    prod_id = FakeRegistry("crbyomprod", "rg-byom-prod").registry_id
+    dev_id = FakeRegistry("crbyomdev", "rg-byom-dev").registry_id
+    registry = AzureContainerRegistry(client, prod_id, "crbyomprod.azurecr.io")
+    built = ImageRef("crbyomdev.azurecr.io", "azureml/azureml_0f3c", "sha256:" + "3" * 64)
+    imported = registry.import_image(dev_id, built, "byom/byom-inference-gpu:9a8b")
+    group, name, parameters = client.registries.begin_import_image.call_args.args
+    assert (group, name) == ("rg-byom-prod", "crbyomprod")
+    assert parameters.source.resource_id == dev_id
+    assert parameters.source.source_image == f"azureml/azureml_0f3c@{built.digest}"
+    assert parameters.target_tags == ["byom/byom-inference-gpu:9a8b"]
+    client.registries.begin_import_image.return_value.result.assert_called_once()
+    assert str(imported) == f"crbyomprod.azurecr.io/byom/byom-inference-gpu@{built.digest}"
+
+
+def test_the_real_workspace_resolves_the_built_image_to_a_digest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AzureMLWorkspace.built_image: Azure ML's image details name the repository in the
+    workspace registry; the registry's manifest gives the digest. An environment registered from
+    a digest answers with it directly."""
+    from unittest.mock import MagicMock
+
+    import azure.containerregistry
+    from azure.core import PipelineClient
+
+    from delivery.workspace import AzureMLWorkspace
+
+    ml = MagicMock(subscription_id=DEV.subscription_id, resource_group_name=DEV.resource_group)
+    ml.workspace_name = DEV.workspace_name
+    ml.workspaces.get.return_value.discovery_url = "https://swedencentral.api.azureml.ms/discovery"
+    ml.environments.get.return_value = EnvironmentSpec().to_environment()
+    requested: list[str] = []
+
+    def send_request(self: object, request: object, **_: object) -> MagicMock:
+        url = request.url  # type: ignore[attr-defined]
+        requested.append(url)
+        answer = (
+            {"api": "https://swedencentral.api.azureml.ms"}
+            if url.endswith("/discovery")
+            else {
+                "imageExistsInRegistry": True,
+                "dockerImage": {
+                    "name": "azureml/azureml_0f3c",
+                    "registry": {"address": "crbyomdev.azurecr.io"},
+                },
+            }
+        )
+        return MagicMock(json=MagicMock(return_value=answer))
+
+    registry_client = MagicMock()
+    digest = "sha256:" + "4" * 64
+    registry_client.return_value.__enter__.return_value.get_manifest_properties.return_value = (
+        MagicMock(digest=digest)
+    )
+    monkeypatch.setattr(PipelineClient, "send_request", send_request)
+    monkeypatch.setattr(azure.containerregistry, "ContainerRegistryClient", registry_client)
+    workspace = AzureMLWorkspace(ml, credential=MagicMock())
+    image = workspace.built_image("byom-inference-gpu", "9a8b")
+    assert image == ImageRef("crbyomdev.azurecr.io", "azureml/azureml_0f3c", digest)
+    assert requested[1] == (
+        f"https://swedencentral.api.azureml.ms/environment/v1.0{DEV.arm_id}"
+        "/environments/byom-inference-gpu/versions/9a8b/image"
+    )
+    lookup = registry_client.return_value.__enter__.return_value.get_manifest_properties
+    lookup.assert_called_once_with("azureml/azureml_0f3c", "latest")
+    # Registered from a digest (prod): the reference itself, no lookup.
+    pinned = Environment(name="e", version="1", image=str(image))
+    ml.environments.get.return_value = pinned
+    assert workspace.built_image("e", "1") == image
+    assert len(requested) == 2
