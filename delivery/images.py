@@ -110,6 +110,14 @@ def build_hosts(environment: Environment) -> set[str] | None:
     return None
 
 
+def _parse_registry_id(registry_id: str) -> tuple[str, str, str]:
+    """(subscription, resource group, name) of a container registry ARM id."""
+    match = _REGISTRY_ID.match(registry_id)
+    if match is None:
+        raise ValueError(f"{registry_id!r} is not a container registry ARM id")
+    return match["sub"], match["rg"], match["name"]
+
+
 class RegistryClient(Protocol):
     """The container registry operations promotion needs: ACR import, and nothing more."""
 
@@ -139,11 +147,8 @@ class AzureContainerRegistry:
     """
 
     def __init__(self, client: Any, registry_id: str, login_server: str) -> None:
-        match = _REGISTRY_ID.match(registry_id)
-        if match is None:
-            raise ValueError(f"{registry_id!r} is not a container registry ARM id")
+        _, self._group, self._name = _parse_registry_id(registry_id)
         self._client = client
-        self._group, self._name = match["rg"], match["name"]
         self._id = registry_id
         self._login_server = login_server
 
@@ -154,12 +159,9 @@ class AzureContainerRegistry:
 
         from delivery.credential import credential
 
-        match = _REGISTRY_ID.match(registry_id)
-        if match is None:
-            raise ValueError(f"{registry_id!r} is not a container registry ARM id")
-        client = ContainerRegistryManagementClient(credential(), match["sub"])
-        registry = client.registries.get(match["rg"], match["name"])
-        return cls(client, registry_id, registry.login_server)
+        subscription, group, name = _parse_registry_id(registry_id)
+        client = ContainerRegistryManagementClient(credential(), subscription)
+        return cls(client, registry_id, client.registries.get(group, name).login_server)
 
     @property
     def registry_id(self) -> str:
