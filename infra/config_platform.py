@@ -119,6 +119,9 @@ class IdentitySettings(ConfigModel):
     data_scientists: PrincipalSettings | None = None
     deployer: PrincipalSettings | None = None
     invokers: tuple[PrincipalSettings, ...] = ()
+    promoters: tuple[PrincipalSettings, ...] = ()
+    """Principals that promote this stack's images into another stack's registry (ACR import
+    reads the source with the caller's identity): the other stack's release runner identity."""
     invoker_role_id: (
         text(_GUID, "the GUID of the endpoint invoker role created once (docs/infrastructure.md)")
         | None
