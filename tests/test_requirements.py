@@ -176,8 +176,9 @@ def test_the_policy_pack_and_the_delivery_cli_need_only_the_infra_group() -> Non
 
 
 def test_the_smoke_requests_need_the_infra_and_client_groups() -> None:
-    """deploy-dev's smoke step: `python -m scoring.cli --url ... --aad generate ...`."""
+    """deploy-dev's smoke step, `python -m delivery.smoke --url ... --aad`, and the CLI."""
     _assert_ran(run_in_group(CLIENT, "-m", "scoring.cli", "--help"))
+    _assert_ran(run_in_group(CLIENT, "-m", "delivery.smoke", "--help"))
     aad = run_in_group(
         CLIENT,
         "-c",
