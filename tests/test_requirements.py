@@ -174,6 +174,35 @@ def test_the_policy_pack_and_the_delivery_cli_need_only_the_infra_group() -> Non
         _assert_ran(run_in_group(INFRA, "-m", module, "--help"))
 
 
+# What each group's code imports anywhere, also inside functions (Azure clients, the Hub download,
+# exporters): a command's `--help` proves only its module-level imports.
+EVERY_IMPORT = str(GUARD / "every_import.py")
+CLIENT_CODE = ["scoring/client.py", "scoring/cli.py", "scoring/report.py", "delivery/smoke.py"]
+TOOLS = {"client.py", "cli.py", "report.py", "demo.py", "demo_model.py", "local_server.py"}
+
+
+@pytest.mark.parametrize(
+    ("group", "code"),
+    [
+        (
+            INFRA,
+            [str(p) for p in sorted((ROOT / "delivery").glob("*.py")) if p.name != "smoke.py"]
+            + ["infra", "policy"],
+        ),
+        (CLIENT, CLIENT_CODE),
+        (SCORING, [str(p) for p in sorted((ROOT / "scoring").glob("*.py")) if p.name not in TOOLS]),
+    ],
+    ids=["infra", "client", "scoring"],
+)
+def test_every_import_of_the_groups_code_is_in_the_group(group: list[str], code: list[str]) -> None:
+    """Infra: infra/, policy/ and delivery/ (the client's smoke command aside); client: the client,
+    CLI, report and smoke command; scoring: the server modules, tools aside. Caught so far:
+    `delivery register --source hf:...` needed huggingface-hub, which only transformers brought."""
+    result = run_in_group(group, EVERY_IMPORT, *code)
+    _assert_ran(result)
+    assert "every import is in the group" in result.stdout
+
+
 def test_the_smoke_requests_need_the_infra_and_client_groups() -> None:
     """deploy-dev's smoke step, `python -m delivery.smoke --url ... --aad`, and the CLI."""
     _assert_ran(run_in_group(CLIENT, "-m", "scoring.cli", "--help"))
