@@ -96,9 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--aad", action="store_true", help="Entra ID bearer tokens")
     args = parser.parse_args(argv)
     # The client's packages (requests, tenacity) are the client group's, not the infra group's.
+    from delivery.credential import credential as release_credential
     from scoring.client import ScoringClient, ScoringError, aad_token_provider
 
-    client = ScoringClient(args.url, token_provider=aad_token_provider() if args.aad else None)
+    # The release's credential (delivery.credential), not DefaultAzureCredential: in a GitHub job
+    # that would be the CLI login azure/login made, which cannot refresh once the job's OIDC
+    # token has expired (AADSTS700024), as it has after a long `pulumi up`.
+    tokens = aad_token_provider(release_credential()) if args.aad else None
+    client = ScoringClient(args.url, token_provider=tokens)
     try:
         problems = smoke_endpoint(client, args.pattern)
     except ScoringError as error:

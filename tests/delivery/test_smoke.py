@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from azure.core.credentials import AccessToken
 
 from delivery.fake import CANNED_RESPONSES
 from delivery.smoke import SMOKE_CASES, check_response
@@ -48,6 +50,7 @@ class _Answer(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
         self.server.requests.append(json.loads(self.rfile.read(length)))  # type: ignore[attr-defined]
+        self.server.auth.append(self.headers.get("Authorization"))  # type: ignore[attr-defined]
         status, body = self.server.answer  # type: ignore[attr-defined]
         data = json.dumps(body).encode()
         self.send_response(status)
@@ -64,6 +67,7 @@ class _Answer(BaseHTTPRequestHandler):
 def endpoint() -> Iterator[ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
     server.requests = []  # type: ignore[attr-defined]
+    server.auth = []  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -96,3 +100,27 @@ def test_the_smoke_command_fails_on_a_wrong_answer_or_a_refusal(
     endpoint.answer = (400, {"error": {"status": 400, "message": "no", "details": []}})  # type: ignore[attr-defined]
     assert smoke_main(["--url", _url(endpoint), "--pattern", "analyze"]) == 1
     assert "HTTP 400" in capsys.readouterr().err
+
+
+def test_the_smoke_commands_tokens_come_from_the_release_credential(
+    endpoint: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--aad` asks delivery.credential (a fresh GitHub assertion per token, or the runner's
+    managed identity), never DefaultAzureCredential: in the deploy job that would be the CLI
+    login, expired by the time a long `pulumi up` reaches the smoke step."""
+    scopes: list[str] = []
+
+    class ReleaseCredential:
+        def get_token(self, *requested: str, **_: object) -> AccessToken:
+            scopes.extend(requested)
+            return AccessToken("release-token", int(time.time()) + 300)
+
+    def no_default_credential(*_: object, **__: object) -> None:
+        raise AssertionError("DefaultAzureCredential must not be used")
+
+    monkeypatch.setattr("delivery.credential.credential", lambda: ReleaseCredential())
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential", no_default_credential)
+    endpoint.answer = (200, CANNED_RESPONSES["generate"])  # type: ignore[attr-defined]
+    assert smoke_main(["--url", _url(endpoint), "--pattern", "generate", "--aad"]) == 0
+    assert scopes == ["https://ml.azure.com/.default"]
+    assert endpoint.auth == ["Bearer release-token"]  # type: ignore[attr-defined]
