@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -100,6 +101,17 @@ def test_oidc_token_only_where_it_is_exchanged(file, job_name, job):
     for login in logins:
         assert set(login["with"]) == {"client-id", "tenant-id", "subscription-id"}
         assert all(v.startswith("${{ vars.") for v in login["with"].values())
+
+
+@pytest.mark.parametrize(("file", "job_name", "job"), _jobs(), ids=JOB_IDS)
+def test_no_long_job_relies_on_an_azure_cli_login(file, job_name, job):
+    """The CLI login that azure/login makes holds one GitHub OIDC token and cannot refresh once
+    it expires (AADSTS700024): a job that runs `pulumi up` or a release uses delivery.credential
+    and the provider's own OIDC instead."""
+    text = json.dumps(job)
+    long_running = "pulumi up" in text or '"command": "up"' in text or "delivery release" in text
+    if long_running:
+        assert not _steps_using(job, "azure/login"), f"{file}:{job_name}"
 
 
 def test_no_secrets_are_referenced():
