@@ -165,6 +165,11 @@ class DeploymentSpec:
         }
 
 
+# What a release does besides waiting: the shadow gate's probe requests, traffic and autoscale
+# updates, smoke requests, scaling the standby down (each a few ARM calls or requests).
+RELEASE_OVERHEAD_S = 900.0
+
+
 def _traffic_steps(value: Any) -> tuple[int, ...]:
     steps = list(value) if isinstance(value, list | tuple) else value
     if (
@@ -212,6 +217,15 @@ class RolloutPolicy(Spec):
     def final_bake(self) -> float:
         """Seconds of the final bake at 100%."""
         return self.step_wait_s if self.final_bake_s is None else self.final_bake_s
+
+    @property
+    def longest_release_s(self) -> float:
+        """The longest one release of one deployment may take: provisioning up to the ready
+        timeout, the mirror bake, a bake per intermediate step and the final bake, plus
+        `RELEASE_OVERHEAD_S`. A job running releases must outlast this, or its timeout kills a
+        release that was going well."""
+        bakes = (len(self.traffic_steps) - 1 + (self.mirror_percent > 0)) * self.step_wait_s
+        return self.ready_timeout_s + bakes + self.final_bake + RELEASE_OVERHEAD_S
 
     def to_props(self) -> dict[str, Any]:
         """Plain JSON-able values."""

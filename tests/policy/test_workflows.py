@@ -14,7 +14,8 @@ import yaml
 
 from infra.release_runner import runner_label
 
-WORKFLOWS = Path(__file__).resolve().parents[2] / ".github" / "workflows"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yml"))
 # `uses: owner/repo@<40 hex> # vX.Y.Z`: the comment says which release the SHA is.
 PINNED = re.compile(r"^\s*-?\s*uses:\s*[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+\s*$")
@@ -112,6 +113,21 @@ def test_no_long_job_relies_on_an_azure_cli_login(file, job_name, job):
     long_running = "pulumi up" in text or '"command": "up"' in text or "delivery release" in text
     if long_running:
         assert not _steps_using(job, "azure/login"), f"{file}:{job_name}"
+
+
+def test_the_release_job_outlasts_the_longest_release_of_every_declared_deployment():
+    """The prod release job runs the declared releases one after another: its timeout (and the
+    runner's replica timeout above it) must exceed their longest possible sum, or a release that
+    is going well is killed mid-bake and aborted."""
+    from infra.plan import settings_for, stack_config
+
+    endpoints = settings_for("prod", stack_config("prod")[1]).endpoints
+    longest_s = len(endpoints.deployments) * endpoints.rollout.longest_release_s
+    job = _load(WORKFLOWS / "release-prod.yml")["jobs"]["release"]
+    runner = _load(REPO_ROOT / "Pulumi.prod.yaml")["config"]["azureml-byom:releaseRunner"]
+    job_minutes, runner_minutes = int(job["timeout-minutes"]), int(runner["timeoutMinutes"])
+    assert job_minutes * 60 >= longest_s, (job_minutes, longest_s / 60)
+    assert runner_minutes > job_minutes
 
 
 def test_no_secrets_are_referenced():
