@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
 
@@ -112,3 +113,13 @@ def test_invalid_runner_config_names_the_key(change: dict, key: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_settings(values, stack="prod")
     assert error.value.key == f"azureml-byom:{key}"
+
+
+def test_the_set_up_targets_resources_the_prod_plan_declares(plans: dict[str, Plan]) -> None:
+    """docs/delivery-pipeline.md's first `pulumi up --target` names URNs of the prod program."""
+    from infra.plan import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "delivery-pipeline.md").read_text()
+    targets = re.findall(r"--target '(urn:pulumi:prod::[^']+)'", text)
+    assert len(targets) == 2
+    assert set(targets) <= {r.urn for r in plans["prod"].resources}
