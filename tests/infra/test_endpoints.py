@@ -270,7 +270,7 @@ def test_the_openai_server_rollout_deploys_the_image_without_code() -> None:
         ({"SCORING_MAX_QUEU": "8"}, "SCORING_MAX_QUEU", "SCORING_MAX_QUEUE"),
         ({"SCORING_MAX_QUEUE": "0"}, "SCORING_MAX_QUEUE", "greater than or equal to 1"),
         ({"SCORING_ENGINE": "tgi"}, "SCORING_ENGINE", "'vllm', 'continuous' or 'serial'"),
-        ({"SCORING_PATTERNS": "analyze"}, "SCORING_PATTERNS", "set from the pattern name"),
+        ({"SCORING_PATTERNS": "analyze"}, "SCORING_PATTERNS", "sets it from the pattern name"),
         ({"WORKER_TIMEOUT": 1200}, "WORKER_TIMEOUT", "string values"),
     ],
 )
