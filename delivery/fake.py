@@ -13,6 +13,14 @@ control-plane calls through ARM work from anywhere. With `credential` and `entra
 first gets a token for its audience (ARM, `https://ml.azure.com` for invoke, storage for uploads)
 and the fake Entra checks it is still valid at that moment.
 
+Images follow Azure ML and ACR: an environment registered from a conda spec or a build context is
+built on its first deployment (or `build_environment`) and pushed to the workspace's registry
+(`delivery.fake_registry.FakeRegistry`), the digest differing per workspace as a rebuild's
+unpinned transitive packages would; a managed network `AllowOnlyApprovedOutbound` without the
+package hosts the spec downloads from fails that build, naming the environment and the hosts. An
+environment registered from an image by digest is not built, only pulled: the image must be in
+the workspace's registry (a locked-down network reaches no other).
+
 Scoring answers come from a responder per deployment (default: a valid answer for the request's
 pattern); failures of any operation can be injected with `fail_next`. Metric alerts can be fired
 and resolved per rule and deployment (`fire_alert`), which makes the fake an `AlertSource` too.
@@ -21,6 +29,7 @@ and resolved per rule and deployment (`fire_alert`), which makes the fake an `Al
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -32,8 +41,11 @@ from azure.ai.ml.entities import Environment, ManagedOnlineDeployment, ManagedOn
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from delivery.alerts import FiredAlert
+from delivery.assets import ImageRef
 from delivery.autoscale import TargetResourceIdIsImmutableError
 from delivery.credential import AML_SCOPE, ARM_SCOPE, STORAGE_SCOPE
+from delivery.fake_registry import FakeRegistry
+from delivery.images import build_hosts
 from delivery.workspace import (
     CANCELED,
     FAILED,
@@ -56,6 +68,13 @@ VNET = "vnet"
 
 class PublicAccessDisabledError(HttpResponseError):
     """A data-plane call from outside the network to a resource with public access disabled."""
+
+
+class ImageBuildError(HttpResponseError):
+    """Azure ML could not build or pull an environment's image."""
+
+
+APPROVED_OUTBOUND_ONLY = "AllowOnlyApprovedOutbound"
 
 
 # (endpoint, deployment, request body) -> response body
@@ -96,6 +115,9 @@ class FakeWorkspace:
         storage_account: str = "stbyom",
         credential: TokenCredential | None = None,
         entra: FakeEntra | None = None,
+        isolation_mode: str = "Disabled",
+        outbound_fqdns: Sequence[str] = (),
+        acr: FakeRegistry | None = None,
     ) -> None:
         self.ref = ref or WorkspaceRef(
             "00000000-0000-0000-0000-000000000000", "rg-byom", "mlw-byom"
@@ -119,6 +141,16 @@ class FakeWorkspace:
         self.storage_account = storage_account
         self.credential = credential
         self.entra = entra
+        self.isolation_mode = isolation_mode
+        self.outbound_fqdns = tuple(outbound_fqdns)
+        self.acr = acr or FakeRegistry(
+            "cr" + self.ref.workspace_name.replace("-", "").replace("_", "")[:40],
+            resource_group=self.ref.resource_group,
+            subscription_id=self.ref.subscription_id,
+        )
+        self.built_images: dict[tuple[str, str], ImageRef] = {}
+        # What each environment's build needs: the package hosts and the spec's bytes.
+        self._build_inputs: dict[tuple[str, str], tuple[set[str], bytes]] = {}
 
     # -- test controls ---------------------------------------------------------------------------
 
@@ -145,6 +177,32 @@ class FakeWorkspace:
     def resolve_alert(self, endpoint: str, rule: str, deployment: str | None = None) -> None:
         """Resolve a fired alert."""
         self._alerts.pop((endpoint, rule, deployment), None)
+
+    def build_environment(self, name: str, version: str) -> ImageRef:
+        """Build an environment's image as Azure ML does on its first use; return it by digest."""
+        key = (name, version)
+        if key in self.built_images:
+            return self.built_images[key]
+        if key not in self.environments:
+            raise ResourceNotFoundError(f"environment {name}:{version} is not registered")
+        hosts, spec = self._build_inputs[key]
+        allowed = {h.lower() for h in self.outbound_fqdns}
+        missing = sorted(h for h in hosts if h.lower() not in allowed)
+        if self.isolation_mode == APPROVED_OUTBOUND_ONLY and missing:
+            raise ImageBuildError(
+                f"image build for environment {name}:{version} failed: the managed network "
+                f"({APPROVED_OUTBOUND_ONLY}) has no outbound rule for {', '.join(missing)}, "
+                "which its spec downloads packages from. Deploy the image dev built, imported "
+                "by digest (python -m delivery.promote), instead of building here"
+            )
+        # The same spec built in another workspace resolves its unpinned transitive packages
+        # again: another image, another digest.
+        content = self.ref.arm_id.lower().encode() + b"\0" + spec
+        tag = hashlib.sha256(content).hexdigest()[:32]
+        image = self.acr.push(f"azureml/azureml_{tag}", "latest", content)
+        self.built_images[key] = image
+        self.mutations.append(("build_environment", name, version))
+        return image
 
     def traffic(self, endpoint: str) -> dict[str, int]:
         """The endpoint's live traffic, as a plain dict."""
@@ -202,9 +260,34 @@ class FakeWorkspace:
         key = (environment.name, environment.version)
         if key in self.environments:
             raise ResourceExistsError(f"environment {key[0]}:{key[1]} already exists")
+        hosts = build_hosts(environment)  # read now: a build context is a temporary folder
+        if hosts is not None:
+            inputs = [environment.image, environment.conda_file, sorted(hosts)]
+            spec = json.dumps(
+                [*inputs, dict(environment.tags or {})],
+                sort_keys=True,
+                default=str,
+            )
+            self._build_inputs[key] = (hosts, spec.encode())
         self.environments[key] = copy.deepcopy(environment)
         self.mutations.append(("create_environment", *key))
         return copy.deepcopy(environment)
+
+    def built_image(self, name: str, version: str) -> ImageRef | None:
+        self._maybe_fail("built_image")
+        if (name, version) in self.built_images:
+            return self.built_images[(name, version)]
+        environment = self.environments.get((name, version))
+        if environment is not None and (name, version) not in self._build_inputs:
+            try:
+                return ImageRef.parse(str(environment.image))
+            except ValueError:
+                return None
+        return None
+
+    def container_registry(self) -> str:
+        self._maybe_fail("container_registry")
+        return self.acr.registry_id
 
     # -- endpoints and deployments -----------------------------------------------------------------
 
@@ -289,6 +372,7 @@ class FakeWorkspace:
         ):
             self._check_reference(kind, reference, registered)
         self._check_server(deployment)
+        self._check_image(deployment)
         key = (endpoint, deployment.name)
         existing = self.deployments.get(key)
         outcome = self._pending_outcomes.pop(key, SUCCEEDED)
@@ -406,6 +490,35 @@ class FakeWorkspace:
                 "inference_config, so it needs code_configuration with a scoring_script"
             )
 
+    def _check_image(self, deployment: ManagedOnlineDeployment) -> None:
+        """Build the environment on first use, or check its image can be pulled."""
+        reference = deployment.environment
+        if not isinstance(reference, str) or not reference.startswith("azureml:"):
+            return
+        _, name, version = reference.split(":")
+        if (name, version) in self._build_inputs:
+            self.build_environment(name, version)
+            return
+        environment = self.environments[(name, version)]
+        try:
+            image = ImageRef.parse(str(environment.image))
+        except ValueError:
+            return  # a public image by tag: pulled as it is
+        if self.acr.holds(image):
+            return
+        if image.registry == self.acr.login_server or (
+            self.isolation_mode == APPROVED_OUTBOUND_ONLY
+        ):
+            raise ImageBuildError(
+                f"deployment {deployment.name}: environment {name}:{version} names {image}, "
+                f"which the workspace registry {self.acr.login_server} does not hold"
+                + (
+                    " (the managed network reaches no other registry: import it first)"
+                    if image.registry != self.acr.login_server
+                    else ""
+                )
+            )
+
     def _check_reference(self, kind: str, reference: object, registered: Mapping) -> None:
         if not isinstance(reference, str) or not reference.startswith("azureml:"):
             return
@@ -490,7 +603,9 @@ __all__ = [
     "FAILED",
     "INTERNET",
     "VNET",
+    "FakeRegistry",
     "FakeWorkspace",
+    "ImageBuildError",
     "PublicAccessDisabledError",
     "Responder",
 ]

@@ -3,10 +3,13 @@
     python -m delivery.promote --from dev --to prod [--dry-run] [--via copy|registry:<name>]
 
 Reads `byom:model` / `byom:environment` from `Pulumi.<from>.yaml`, checks that the source
-workspace holds that model version with that content hash, then either copies the bytes into
-the target workspace (re-hashed after download, so the version there is the same) or shares the
-version through an Azure ML registry, registers the environment from the same spec, and writes
-the blocks into `Pulumi.<to>.yaml`. `pulumi up --stack <to>` then rolls it out.
+workspace holds that model version with that content hash and has built the environment's image,
+then either copies the bytes into the target workspace (re-hashed after download, so the version
+there is the same) or shares the version through an Azure ML registry. The image the source built
+is imported by digest into the target's registry (ACR `importImage`) and the target environment is
+registered from that digest, with no conda file: the target builds nothing, so it needs no
+outbound rule for packages, and it runs the bytes the source validated (`delivery.images`). The
+blocks, the image reference included, go into `Pulumi.<to>.yaml`; the release then rolls it out.
 """
 
 from __future__ import annotations
@@ -15,12 +18,22 @@ import argparse
 import logging
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from delivery.environment import EnvironmentSpec, ServerImageSpec, Spec, register_environment
+from azure.core.exceptions import HttpResponseError
+
+from delivery.assets import ImageRef
+from delivery.environment import (
+    INFERENCE_CONFIG,
+    TAG_SPEC_HASH,
+    EnvironmentSpec,
+    ServerImageSpec,
+    Spec,
+)
+from delivery.images import AzureContainerRegistry, RegistryClient, register_image_environment
 from delivery.packaging import (
     TAG_CONTENT_HASH,
     TAG_REVISION,
@@ -46,6 +59,9 @@ from delivery.workspace import AzureMLWorkspace, WorkspaceClient, WorkspaceRef
 log = logging.getLogger(__name__)
 
 WorkspaceFactory = Callable[[WorkspaceRef], WorkspaceClient]
+RegistryFactory = Callable[[str], RegistryClient]
+# Where promoted images live in the target registry: byom/<environment>:<version>.
+IMAGE_REPOSITORY_PREFIX = "byom/"
 
 
 class PromotionError(RuntimeError):
@@ -63,6 +79,9 @@ class PromotionPlan:
     source_description: str
     via: str
     server_environment: EnvironmentConfig | None = None
+    images: Mapping[str, ImageRef] = field(default_factory=dict)
+    """The image the source built, by digest, for each environment (by name)."""
+    spec_hashes: Mapping[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         """The plan as the CLI prints it."""
@@ -80,6 +99,7 @@ class PromotionPlan:
                 if (s := self.server_environment) is not None
                 else []
             )
+            + [f"  image:       {image} (imported by digest)" for image in self.images.values()]
         )
 
 
@@ -119,16 +139,28 @@ def plan_promotion(
             raise PromotionError(
                 f"{source} workspace has no environment {server.name}:{server.version}"
             )
+    images: dict[str, ImageRef] = {}
     for recorded, local in specs:
         if local.version != recorded.version:
             raise PromotionError(
                 f"environments/ now hashes to {recorded.name}:{local.version}, but {source} "
                 f"runs {recorded.version}: deploy the changed environment to {source} first"
             )
+        built = source_workspace.built_image(recorded.name, recorded.version)
+        if built is None:
+            raise PromotionError(
+                f"{source} has no built image for environment {recorded.name}:{recorded.version}"
+                f" (Azure ML builds it on its first deployment): release it in {source} first; "
+                "promotion moves the image that was validated there, it never builds one"
+            )
+        images[recorded.name] = built
     source_description = " ".join(
         part for part in (tags.get(TAG_SOURCE, "?"), tags.get(TAG_REVISION, "")) if part
     )
-    return PromotionPlan(source, target, model, environment, source_description, via, server)
+    hashes = {recorded.name: local.spec_hash for recorded, local in specs}
+    return PromotionPlan(
+        source, target, model, environment, source_description, via, server, images, hashes
+    )
 
 
 def promote(
@@ -136,8 +168,9 @@ def promote(
     source_workspace: WorkspaceClient,
     target_workspace: WorkspaceClient,
     project_dir: Path,
+    registry_factory: RegistryFactory = AzureContainerRegistry.connect,
 ) -> ModelConfig:
-    """Make the model and environment available to the target stack and record them there."""
+    """Make the model and the images available to the target stack and record them there."""
     model = plan.model
     if plan.via == "copy":
         if target_workspace.get_model(model.name, model.version) is None:
@@ -149,21 +182,36 @@ def promote(
         registry = plan.via.removeprefix("registry:")
         source_workspace.share_model(model.name, model.version, registry)
         promoted = ModelConfig(model.name, model.version, model.content_hash, registry=registry)
-    environment = register_environment(
-        target_workspace, EnvironmentSpec(name=plan.environment.name)
-    )
+    registry = registry_factory(target_workspace.container_registry())
+    source_registry = source_workspace.container_registry()
+
+    def promote_image(
+        recorded: EnvironmentConfig, inference_config: Mapping[str, Any] | None
+    ) -> EnvironmentConfig:
+        built = plan.images[recorded.name]
+        target_tag = f"{IMAGE_REPOSITORY_PREFIX}{recorded.name}:{recorded.version}"
+        imported = registry.import_image(source_registry, built, target_tag)
+        if imported.digest != built.digest:
+            raise PromotionError(
+                f"{target_tag} was imported as {imported.digest}, not {built.digest}: refusing "
+                "to deploy an image other than the one validated"
+            )
+        register_image_environment(
+            target_workspace,
+            recorded.name,
+            recorded.version,
+            imported,
+            inference_config=inference_config,
+            tags={TAG_SPEC_HASH: plan.spec_hashes.get(recorded.name, ""), "source": str(built)},
+        )
+        log.info("imported %s as %s", built, imported)
+        return EnvironmentConfig(recorded.name, recorded.version, image=str(imported))
+
+    environment = promote_image(plan.environment, None)
     server = None
     if plan.server_environment is not None:
-        image = register_environment(
-            target_workspace, ServerImageSpec(name=plan.server_environment.name)
-        )
-        server = EnvironmentConfig(image.name, image.version)
-    write_stack_config(
-        stack_file(project_dir, plan.target_stack),
-        promoted,
-        EnvironmentConfig(environment.name, environment.version),
-        server,
-    )
+        server = promote_image(plan.server_environment, INFERENCE_CONFIG)
+    write_stack_config(stack_file(project_dir, plan.target_stack), promoted, environment, server)
     return promoted
 
 
@@ -171,6 +219,7 @@ def main(
     argv: Sequence[str] | None = None,
     workspace_factory: WorkspaceFactory = AzureMLWorkspace.connect,
     out: TextIO = sys.stdout,
+    registry_factory: RegistryFactory = AzureContainerRegistry.connect,
 ) -> int:
     """CLI entry point; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -184,8 +233,8 @@ def main(
             print(f"dry run: nothing copied, Pulumi.{args.target}.yaml unchanged", file=out)
             return 0
         target_ws = workspace_factory(resolve_workspace(args.to_workspace_id, args.target))
-        promoted = promote(plan, source_ws, target_ws, project_dir)
-    except (PromotionError, StackConfigError, AssetConflictError) as exc:
+        promoted = promote(plan, source_ws, target_ws, project_dir, registry_factory)
+    except (PromotionError, StackConfigError, AssetConflictError, HttpResponseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(

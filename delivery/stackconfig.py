@@ -9,6 +9,8 @@
       byom:environment:
         name: "byom-inference-gpu"
         version: "9a8b7c6d5e4f3a2b"
+        # only in a stack promoted to: the image dev built, imported into this stack's registry
+        image: "crbyomprod.azurecr.io/byom/byom-inference-gpu@sha256:4f1d..."
       byom:serverEnvironment:            # the OpenAI-compatible server's image (server: openai)
         name: "byom-openai-server"
         version: "150a171e851fad01"
@@ -30,13 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import TypeAdapter, ValidationError, ValidationInfo, model_validator
+from pydantic import (
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from delivery.assets import environment_asset_id, model_asset_id, version_from_hash
+from delivery.assets import ImageRef, environment_asset_id, model_asset_id, version_from_hash
 from delivery.fields import SPEC_CONFIG, Spec, Text, first_error
 from delivery.workspace import WorkspaceRef
 
@@ -94,6 +102,16 @@ class EnvironmentConfig(Spec):
 
     name: Text
     version: Text
+    image: Text | None = None
+    """The image by digest the environment was registered from in this stack (written by
+    `delivery.promote`); None: the workspace builds it from the spec in `environments/`."""
+
+    @field_validator("image")
+    @classmethod
+    def _image_by_digest(cls, image: str | None) -> str | None:
+        if image is not None:
+            ImageRef.parse(image)  # its ValueError says what an image by digest looks like
+        return image
 
     @property
     def asset_id(self) -> str:
@@ -102,7 +120,10 @@ class EnvironmentConfig(Spec):
 
     def to_yaml(self) -> dict[str, str]:
         """The block as written to the stack file."""
-        return {"name": self.name, "version": self.version}
+        block = {"name": self.name, "version": self.version}
+        if self.image:
+            block["image"] = self.image
+        return block
 
 
 def stack_file(project_dir: Path, stack: str) -> Path:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from delivery.assets import ImageRef
+
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
     from azure.ai.ml.entities import (
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
         Model,
         ProbeSettings,
     )
+    from azure.core.credentials import TokenCredential
 
     from delivery.spec import DataCollectionSpec, DeploymentSpec, ProbeSpec
 
@@ -131,6 +134,16 @@ class WorkspaceClient(Protocol):
         """Register a new environment version."""
         ...
 
+    def built_image(self, name: str, version: str) -> ImageRef | None:
+        """The image this environment version runs, by digest: the one Azure ML built into the
+        workspace registry (on the environment's first use), or the digest it was registered
+        from. None while nothing is built."""
+        ...
+
+    def container_registry(self) -> str:
+        """ARM id of the workspace's container registry (where Azure ML pushes built images)."""
+        ...
+
     def get_endpoint(self, name: str) -> EndpointState | None:
         """The endpoint's routing, or None when the endpoint does not exist."""
         ...
@@ -180,8 +193,9 @@ class WorkspaceClient(Protocol):
 class AzureMLWorkspace:
     """WorkspaceClient over `azure.ai.ml.MLClient`, authenticated with the release credential."""
 
-    def __init__(self, ml_client: MLClient) -> None:
+    def __init__(self, ml_client: MLClient, credential: TokenCredential | None = None) -> None:
         self._ml = ml_client
+        self._credential = credential
         # Pollers of create/update calls still running, by (endpoint, deployment).
         self._pending: dict[tuple[str, str], Any] = {}
 
@@ -192,13 +206,15 @@ class AzureMLWorkspace:
 
         from delivery.credential import credential
 
+        token_source = credential()
         return cls(
             MLClient(
-                credential(),
+                token_source,
                 subscription_id=ref.subscription_id,
                 resource_group_name=ref.resource_group,
                 workspace_name=ref.workspace_name,
-            )
+            ),
+            token_source,
         )
 
     def get_model(self, name: str, version: str) -> Model | None:
@@ -236,6 +252,69 @@ class AzureMLWorkspace:
 
     def create_environment(self, environment: Environment) -> Environment:
         return self._ml.environments.create_or_update(environment)
+
+    def built_image(self, name: str, version: str) -> ImageRef | None:
+        environment = self.get_environment(name, version)
+        if environment is None:
+            return None
+        if environment.image and not (environment.conda_file or environment.build):
+            try:
+                return ImageRef.parse(environment.image)  # registered from a digest: as it is
+            except ValueError:
+                return None  # a tag can move: not an image promotion can pin
+        details = self._image_details(name, version)
+        if not details.get("imageExistsInRegistry"):
+            return None
+        image = details["dockerImage"]
+        registry = image["registry"]["address"]
+        repository, _, tag = str(image["name"]).partition(":")
+        return ImageRef(registry, repository, self._digest(registry, repository, tag or "latest"))
+
+    def container_registry(self) -> str:
+        return str(self._ml.workspaces.get(self._ml.workspace_name).container_registry)
+
+    def _image_details(self, name: str, version: str) -> dict[str, Any]:
+        # azure-ai-ml has no call for an environment's built image. Azure ML's environment API
+        # answers it (the route azureml-core's `Environment.get_image_details` calls) at the
+        # workspace's regional API host, which the workspace's discovery document names.
+        from urllib.parse import quote
+
+        from azure.core import PipelineClient
+        from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+
+        from delivery.credential import ARM_SCOPE
+
+        workspace = self._ml.workspaces.get(self._ml.workspace_name)
+        auth = BearerTokenCredentialPolicy(self._token_source(), ARM_SCOPE)
+        with PipelineClient(base_url="", policies=[auth]) as client:
+            discovery = client.send_request(_get(str(workspace.discovery_url)))
+            discovery.raise_for_status()
+            scope = (
+                f"/subscriptions/{self._ml.subscription_id}/resourceGroups/"
+                f"{self._ml.resource_group_name}/providers/Microsoft.MachineLearningServices/"
+                f"workspaces/{self._ml.workspace_name}"
+            )
+            url = (
+                f"{discovery.json()['api'].rstrip('/')}/environment/v1.0{scope}"
+                f"/environments/{quote(name, safe='')}/versions/{quote(version, safe='')}/image"
+            )
+            response = client.send_request(_get(url))
+            response.raise_for_status()
+            return response.json()
+
+    def _digest(self, registry: str, repository: str, tag: str) -> str:
+        # The registry's data plane (Entra auth): the manifest digest the tag points at now.
+        from azure.containerregistry import ContainerRegistryClient
+
+        with ContainerRegistryClient(f"https://{registry}", self._token_source()) as client:
+            return str(client.get_manifest_properties(repository, tag).digest)
+
+    def _token_source(self) -> TokenCredential:
+        if self._credential is None:
+            from delivery.credential import credential
+
+            self._credential = credential()
+        return self._credential
 
     def get_endpoint(self, name: str) -> EndpointState | None:
         try:
@@ -305,6 +384,12 @@ class AzureMLWorkspace:
             return self._ml.online_endpoints.invoke(
                 endpoint_name=endpoint, deployment_name=deployment, request_file=str(request_file)
             )
+
+
+def _get(url: str) -> Any:
+    from azure.core.rest import HttpRequest
+
+    return HttpRequest("GET", url)
 
 
 def _state(deployment: ManagedOnlineDeployment) -> DeploymentState:

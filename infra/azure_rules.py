@@ -301,7 +301,8 @@ class Operation:
     """A data-plane (or approval) call the platform makes, by whom, needing which permission."""
 
     who: str
-    """`deployer`, `endpoint`, `compute`, `workspace`, `data-scientists`, `invokers`."""
+    """`deployer`, `endpoint`, `compute`, `workspace`, `data-scientists`, `invokers`,
+    `release-runner` (the private stack's release identity), `promoters`."""
     what: str
     action: str
     data: bool
@@ -310,12 +311,13 @@ class Operation:
     """`storage`, `registry`, `vault`, `workspace`, `endpoints`, `capture-container`."""
     when: str = "always"
     """`always`, `capture` (data collection on), `image-build` (a cluster builds images),
-    `managed-network` (the workspace has one)."""
+    `managed-network` (the workspace has one), `release-runner` (the stack has one)."""
 
 
 _BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
 _FILES = "Microsoft.Storage/storageAccounts/fileServices/fileshares/files"
 _PULL = "Microsoft.ContainerRegistry/registries/pull/read"
+_ACR = "Microsoft.ContainerRegistry/registries"
 OPERATIONS: tuple[Operation, ...] = (
     Operation("deployer", "upload code and model", f"{_BLOBS}/write", True, "storage"),
     Operation(
@@ -345,6 +347,21 @@ OPERATIONS: tuple[Operation, ...] = (
         False,
         "registry",
         "image-build",
+    ),
+    Operation(
+        "release-runner",
+        "import promoted images by digest",
+        f"{_ACR}/importImage/action",
+        False,
+        "registry",
+        "release-runner",
+    ),
+    Operation(
+        "promoters",
+        "read the images they promote",
+        f"{_ACR}/repositories/content/read",
+        True,
+        "registry",
     ),
     Operation("compute", "write job outputs", f"{_BLOBS}/write", True, "storage"),
     Operation("compute", "use the file share", f"{_FILES}/write", True, "storage"),
@@ -420,6 +437,11 @@ def _view(plan: Plan, settings: StackSettings) -> _View:
         [ident.data_scientists.object_id] if ident.data_scientists else []
     )
     principals["invokers"] = [i.object_id for i in ident.invokers]
+    principals["promoters"] = [p.object_id for p in ident.promoters]
+    runner = next(
+        (r for r in plan.resources if r.type == IDENTITY and r.name.startswith("release-")), None
+    )
+    principals["release-runner"] = [str(runner.outputs.get("principalId"))] if runner else []
     principals["workspace"] = [str(prop(ws.outputs, "identity.principalId"))] if ws else []
     scopes: dict[str, list[str]] = {
         key: [ids[r.urn] for r in plan.resources if r.type == token]
@@ -442,6 +464,7 @@ def _view(plan: Plan, settings: StackSettings) -> _View:
         "capture": bool(settings.endpoints and monitoring and monitoring.data_collection.enabled),
         "image-build": bool(ws and ws.props.get("imageBuildCompute")),
         "managed-network": settings.workspace.isolation_mode != "Disabled",
+        "release-runner": runner is not None,
     }
     custom: dict[str, roles.Permissions] = {}
     for r in plan.resources:
@@ -471,7 +494,8 @@ def check_access(plan: Plan, settings: StackSettings) -> list[Finding]:
     for op in OPERATIONS:
         if not view.conditions[op.when]:
             continue
-        if op.who in ("deployer", "invokers", "data-scientists") and not view.principals[op.who]:
+        optional = ("deployer", "invokers", "data-scientists", "promoters")
+        if op.who in optional and not view.principals[op.who]:
             continue  # nobody configured: the operation is not performed
         for principal in view.principals[op.who]:
             for target in view.scopes.get(op.scope, []):

@@ -219,6 +219,9 @@ class IdentitySettings(ConfigModel):
     data_scientists: PrincipalSettings | None = None
     deployer: PrincipalSettings | None = None
     invokers: tuple[PrincipalSettings, ...] = ()
+    promoters: tuple[PrincipalSettings, ...] = ()
+    """Principals that promote this stack's images into another stack's registry (ACR import
+    reads the source with the caller's identity): the other stack's release runner identity."""
     invoker_role_id: (
         text(_GUID, "the GUID of the endpoint invoker role created once (docs/infrastructure.md)")
         | None
@@ -817,6 +820,7 @@ def _check_release(settings: StackConfig) -> None:
             None,
             "the principal that runs the release (objectId, type) whenever byom:model is set",
         )
+    _check_images_by_digest(settings, assets)
     registry, ws = assets.model.registry, settings.workspace
     if registry and ws.isolation_mode == "AllowOnlyApprovedOutbound":
         names = [r.rsplit("/", 1)[-1] for r in ws.model_registries]
@@ -826,6 +830,27 @@ def _check_release(settings: StackConfig) -> None:
                 list(ws.model_registries),
                 f"the ARM id of registry {registry!r} (byom:model.registry): the managed "
                 "network reaches a registry only through a private endpoint outbound rule",
+            )
+
+
+def _check_images_by_digest(settings: StackConfig, assets: DeliveryRecords) -> None:
+    """A workspace whose managed network allows only approved outbound builds no image: it
+    deploys the image another stack built, imported by digest (`delivery.promote`)."""
+    if settings.workspace.isolation_mode != "AllowOnlyApprovedOutbound":
+        return
+    servers = {d.server for d in settings.endpoints.deployments} if settings.endpoints else set()
+    records = [("environment", assets.environment)]
+    if "openai" in servers and assets.server_environment is not None:
+        records.append(("serverEnvironment", assets.server_environment))
+    for key, record in records:
+        if record.image is None:
+            raise ConfigError(
+                f"{DELIVERY_NAMESPACE}:{key}.image",
+                None,
+                "the image dev built, imported by digest (`python -m delivery.promote --from dev "
+                f"--to {settings.stack}` writes it): workspace.isolationMode is "
+                "AllowOnlyApprovedOutbound, so Azure ML cannot build from the conda spec here "
+                "(no outbound rule for package hosts) and a rebuild would not be dev's image",
             )
 
 

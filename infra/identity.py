@@ -39,6 +39,8 @@ class IdentityArgs:
     """The compute identity builds environment images and pushes them to the registry."""
     capture_container_id: pulumi.Input[str] | None = None
     """ARM id of the blob container the data collector writes to; None: capture is off."""
+    promoters: tuple[PrincipalSettings, ...] = ()
+    """Principals that import this registry's images into another stack's registry."""
 
 
 class Identity(pulumi.ComponentResource):
@@ -202,6 +204,17 @@ class Identity(pulumi.ComponentResource):
                     ),
                 )
             ]
+
+        for index, promoter in enumerate(args.promoters):
+            # ACR import reads the source registry with the importing identity's own roles.
+            grant(
+                f"promoter{index}",
+                promoter.object_id,
+                promoter.principal_type,
+                "registry",
+                roles.ACR_IMPORTER,
+                "Promotion imports the images this stack built into another stack, by digest.",
+            )
 
         self.network_role_assignments = []
         if args.workspace_principal_id is not None:

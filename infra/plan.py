@@ -48,6 +48,12 @@ EXAMPLE_RELEASE = {
     },
     "byom:environment": {"name": "byom-inference-gpu", "version": "9a8b7c6d5e4f3a2b"},
 }
+# What `delivery.promote` adds in a stack promoted to: the image dev built, imported by digest.
+EXAMPLE_PROMOTED_IMAGE = (
+    "crbyomprod.azurecr.io/byom/byom-inference-gpu"
+    "@sha256:7d3f9a1c5e2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a3c5e7b9d2f4a6c8e0b1d3f"
+)
+PROMOTED_STACKS = ("prod",)
 
 
 def stack_config(stack: str, *, release: bool = False) -> tuple[str, dict[str, str]]:
@@ -57,7 +63,11 @@ def stack_config(stack: str, *, release: bool = False) -> tuple[str, dict[str, s
         raise FileNotFoundError(f"no stack {stack!r}; stacks here: {', '.join(STACKS)}")
     project, config = pulumi_config(REPO_ROOT, stack)
     if release:
-        config.update({k: json.dumps(v) for k, v in EXAMPLE_RELEASE.items()})
+        example = dict(EXAMPLE_RELEASE)
+        if stack in PROMOTED_STACKS:
+            image = {"image": EXAMPLE_PROMOTED_IMAGE}
+            example["byom:environment"] = {**example["byom:environment"], **image}
+        config.update({k: json.dumps(v) for k, v in example.items()})
     return project, config
 
 

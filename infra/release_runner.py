@@ -136,8 +136,14 @@ class ReleaseRunner(pulumi.ComponentResource):
                 "storage",
                 "Uploads release code and model files.",
             ),
-            # Images promoted by digest are imported into (and pulled from) the registry.
-            (args.registry_id, roles.ACR_PUSH, "registry", "Imports promoted images by digest."),
+            # Promotion imports dev's image into this registry by digest (ACR import is a control-
+            # plane action AcrPush lacks); the role also reads the registry to check the result.
+            (
+                args.registry_id,
+                roles.ACR_IMPORTER,
+                "registry",
+                "Imports promoted images by digest (delivery.promote).",
+            ),
             # Per-slot autoscale settings and the alerts the release watches.
             (
                 args.resource_group_id,

@@ -18,6 +18,9 @@ from pulumi_azure_native import authorization
 # Built-in role definition GUIDs (the same in every tenant).
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 ACR_PUSH = "8311e382-0749-4cb8-b61a-304f252e45ec"
+# "Container Registry Data Importer and Data Reader": ACR import into a registry, and reading the
+# images of a registry imported from (AcrPush does not include importImage/action).
+ACR_IMPORTER = "577a9874-89fd-4f24-9dbd-b5034d0ad23a"
 STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR = "69566ab7-960f-475b-8e7c-b3118f30c6bd"
@@ -42,6 +45,7 @@ FORBIDDEN_ROLES = {
 SHORT_NAMES = {
     ACR_PULL: "acr-pull",
     ACR_PUSH: "acr-push",
+    ACR_IMPORTER: "acr-importer",
     STORAGE_BLOB_DATA_READER: "blob-reader",
     STORAGE_BLOB_DATA_CONTRIBUTOR: "blob-contributor",
     STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR: "file-contributor",
@@ -68,6 +72,7 @@ class Permissions:
 
 
 _ML = "Microsoft.MachineLearningServices/workspaces"
+_ACR = "Microsoft.ContainerRegistry/registries"
 _BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
 _FILES = "Microsoft.Storage/storageAccounts/fileServices/fileshares/files"
 # Built-in role contents as Azure publishes them (built-in-roles reference), for the roles this
@@ -79,6 +84,16 @@ BUILT_IN_PERMISSIONS: Mapping[str, Permissions] = {
         actions=(
             "Microsoft.ContainerRegistry/registries/pull/read",
             "Microsoft.ContainerRegistry/registries/push/write",
+        ),
+    ),
+    ACR_IMPORTER: Permissions(
+        "Container Registry Data Importer and Data Reader",
+        # The control-plane trigger of `az acr import`, plus read-only data access (pull,
+        # repositories, tags, manifests) to check what was imported and to import from here.
+        actions=(f"{_ACR}/importImage/action", f"{_ACR}/read"),
+        data_actions=(
+            f"{_ACR}/repositories/content/read",
+            f"{_ACR}/repositories/metadata/read",
         ),
     ),
     STORAGE_BLOB_DATA_READER: Permissions(

@@ -131,6 +131,7 @@ def main() -> dict[str, Any]:
             registry_id=workspace.registry_id,
             data_scientists=settings.identity.data_scientists,
             deployer=settings.identity.deployer,
+            promoters=settings.identity.promoters,
             invoker_role_id=settings.identity.invoker_role_id,
             workspace_principal_id=workspace.workspace_principal_id if managed_network else None,
             image_builder=image_build_compute is not None,

@@ -162,6 +162,7 @@ def test_every_operation_has_a_principal_with_a_role_allowing_it(
         ("identity-compute-registry-acr-push", "compute push built image"),
         ("identity-deployer-storage-blob-contributor", "deployer upload code and model"),
         ("identity-data-scientists-storage-file-contributor", "data-scientists use the file"),
+        ("release-registry", "release-runner import promoted images by digest"),
     ],
 )
 def test_access_rule_finds_the_missing_grant(
@@ -175,6 +176,18 @@ def test_access_rule_finds_the_missing_grant(
     findings = azure_rules.check_access(without, settings_for("prod", config))
     assert findings
     assert all(f.resource.startswith(operation) for f in findings), findings
+
+
+def test_the_source_registry_must_let_promoters_read_its_images(plans: dict[str, Plan]) -> None:
+    """ACR import reads the source with the importing identity: drop dev's grant and the table
+    names the promoters' read."""
+    p = plans["dev"]
+    dropped = "identity-promoter0-registry-acr-importer"
+    assert any(r.name == dropped for r in p.resources)
+    without = dataclasses.replace(p, resources=[r for r in p.resources if r.name != dropped])
+    _, config = stack_config("dev", release=True)
+    findings = azure_rules.check_access(without, settings_for("dev", config))
+    assert [f.resource for f in findings] == ["promoters read the images they promote"]
 
 
 def test_role_permissions_follow_azure_wildcards_and_not_actions() -> None:

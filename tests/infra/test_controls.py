@@ -219,12 +219,37 @@ def test_people_and_compute_get_the_file_share_role(plans: dict[str, Plan]) -> N
 
 def test_the_image_build_cluster_may_push(plans: dict[str, Plan]) -> None:
     assert _one(plans["prod"], WORKSPACE).props["imageBuildCompute"]
-    # The build cluster, and the release runner (it imports promoted images by digest).
-    assert sorted(r.name for r in _grants(plans["prod"], roles.ACR_PUSH)) == [
-        "identity-compute-registry-acr-push",
-        "release-registry",
+    # Only the build cluster pushes; nothing else writes images into the registry.
+    assert [r.name for r in _grants(plans["prod"], roles.ACR_PUSH)] == [
+        "identity-compute-registry-acr-push"
     ]
     assert not _grants(plans["dev"], roles.ACR_PUSH)
+
+
+def test_promotion_imports_by_digest_with_the_importer_role(plans: dict[str, Plan]) -> None:
+    """Prod's release runner imports into prod's registry; dev lets the promoters read its own.
+    Container Registry Data Importer and Data Reader, never AcrPush (no importImage/action) or
+    Contributor."""
+    [runner] = _grants(plans["prod"], roles.ACR_IMPORTER)
+    assert runner.name == "release-registry"
+    [promoter] = _grants(plans["dev"], roles.ACR_IMPORTER)
+    registry = _one(plans["dev"], "azure-native:containerregistry:Registry")
+    assert promoter.props["scope"] == registry.outputs["id"]
+    assert promoter.props["principalId"] == "0d6f3a1c-8b2e-4f7a-9c5d-2e1b4a6f8c3d"
+    importer = roles.BUILT_IN_PERMISSIONS[roles.ACR_IMPORTER]
+    push = roles.BUILT_IN_PERMISSIONS[roles.ACR_PUSH]
+    action = "Microsoft.ContainerRegistry/registries/importImage/action"
+    assert action in importer.actions
+    assert action not in push.actions
+
+
+def test_prod_has_no_outbound_rule_for_package_hosts(plans: dict[str, Plan]) -> None:
+    """Prod builds no image, so its managed network needs no FQDN rule (and no firewall)."""
+    workspace = _one(plans["prod"], WORKSPACE)
+    assert prop(workspace.props, "managedNetwork.isolationMode") == "AllowOnlyApprovedOutbound"
+    rules = prop(workspace.props, "managedNetwork.outboundRules") or {}
+    assert not [r for r in rules.values() if r.get("type") == "FQDN"]
+    assert prop(workspace.props, "managedNetwork.firewallSku") is None
 
 
 # --- protection and durability ----------------------------------------------------------------
@@ -263,7 +288,9 @@ def test_registry_export_can_only_be_disabled_when_private() -> None:
 def test_the_basic_firewall_sku_reaches_the_workspace() -> None:
     _, config = stack_config("prod")
     ws = json.loads(config["azureml-byom:workspace"])
-    config["azureml-byom:workspace"] = json.dumps({**ws, "firewallSku": "Basic"})
+    # FQDN rules are what makes Azure ML create the firewall.
+    basic = {**ws, "firewallSku": "Basic", "outboundFqdns": ["example.org"]}
+    config["azureml-byom:workspace"] = json.dumps(basic)
     workspace = _one(plan("prod", config=config), WORKSPACE)
     assert prop(workspace.props, "managedNetwork.firewallSku") == "Basic"
 

@@ -198,8 +198,17 @@ def test_prod_releases_leave_the_stack_and_bake_at_full_traffic(plans: dict[str,
 
 
 MODEL = {"name": "m", "version": "3f2a9c0d1b4e5f67", "contentHash": "sha256:3f2a9c0d1b4e5f67"}
-CONDA_ENV = {"name": "byom-inference-gpu", "version": "9a8b7c6d5e4f3a2b"}
-SERVER_ENV = {"name": "byom-openai-server", "version": "150a171e851fad01"}
+# As `delivery.promote` writes them in a locked-down stack: the images dev built, by digest.
+CONDA_ENV = {
+    "name": "byom-inference-gpu",
+    "version": "9a8b7c6d5e4f3a2b",
+    "image": "crbyomprod.azurecr.io/byom/byom-inference-gpu@sha256:" + "1" * 64,
+}
+SERVER_ENV = {
+    "name": "byom-openai-server",
+    "version": "150a171e851fad01",
+    "image": "crbyomprod.azurecr.io/byom/byom-openai-server@sha256:" + "2" * 64,
+}
 DEPLOYER = {"objectId": "4e8d1c2b-7a6f-4b3e-9d2c-1f0e8a7b6c5d", "type": "Group"}
 
 
@@ -235,6 +244,24 @@ def test_an_openai_deployment_without_the_server_image_fails_naming_the_key() ->
         _with_server("openai", environment=CONDA_ENV)
     assert caught.value.key == "byom:serverEnvironment"
     _with_server("azmlinfsrv", environment=CONDA_ENV)  # not needed by the inference server
+
+
+@pytest.mark.parametrize("server", ["azmlinfsrv", "openai"])
+def test_a_locked_down_stack_deploys_images_by_digest_only(server: str) -> None:
+    """AllowOnlyApprovedOutbound (the default, prod): an environment the workspace would have to
+    build from its spec fails validation, naming the key; a stack with internet outbound may."""
+    records = {"environment": CONDA_ENV, "serverEnvironment": SERVER_ENV}
+    key = "environment" if server == "azmlinfsrv" else "serverEnvironment"
+    unpinned = {**records, key: {k: v for k, v in records[key].items() if k != "image"}}
+    with pytest.raises(ConfigError) as caught:
+        _with_server(server, **unpinned)
+    assert caught.value.key == f"byom:{key}.image"
+    assert "AllowOnlyApprovedOutbound" in str(caught.value)
+    values = copy.deepcopy(BASE)
+    values["endpoints"]["deployments"]["generate"]["server"] = server
+    values["identity"] = {"deployer": DEPLOYER}
+    values["workspace"] = {**values.get("workspace", {}), "isolationMode": "AllowInternetOutbound"}
+    parse_settings(values, stack="dev", delivery={"model": MODEL, **unpinned})
 
 
 def test_an_unknown_server_fails_naming_the_key() -> None:

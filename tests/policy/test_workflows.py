@@ -178,6 +178,22 @@ def test_promotion_copies_assets_from_the_vnet_and_records_them_without_deployin
     assert "pulumi up" not in (WORKFLOWS / "promote-prod.yml").read_text()
 
 
+def test_images_are_promoted_only_from_the_prod_release_runner():
+    """The import by digest runs as the identity that holds Container Registry Data Importer and
+    Data Reader on prod's registry (and, through dev's `identity.promoters`, on dev's): the prod
+    release runner's. No other job, hosted or not, runs a promotion."""
+    promoting = [
+        (file, name, job)
+        for file, name, job in _jobs()
+        for step in job.get("steps", [])
+        if "delivery.promote" in step.get("run", "") and "--dry-run" not in step.get("run", "")
+    ]
+    assert [(file, name) for file, name, _ in promoting] == [("promote-prod.yml", "promote")]
+    for _, _, job in promoting:
+        assert job["runs-on"] == ["self-hosted", runner_label("prod")]
+        assert job["permissions"] == {"contents": "read", "id-token": "write"}
+
+
 def test_prod_approval_comes_after_the_plan_is_shown_and_applies_that_plan():
     """Prod step 2: plan (shown, saved) -> approval (environment prod) -> `pulumi up --plan`."""
     jobs = _load(WORKFLOWS / "release-prod.yml")["jobs"]
