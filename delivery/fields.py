@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -155,3 +156,12 @@ def first_error(exc: ValidationError) -> tuple[str, Any, str]:
         return path.lstrip("."), None, "a value (the key is required)"
     value = ctx["v"] if ctx.get("v") is not None else error.get("input")
     return path.lstrip("."), value, ctx.get("allowed", error["msg"])
+
+
+def check(field_type: Any, name: str, value: Any) -> None:
+    """Check a value built in code (not read from a stack file) against a field type, so a bound
+    is enforced by the same code either way; a ValueError names the field and what is allowed."""
+    try:
+        TypeAdapter(field_type).validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(f"{name} must be {first_error(exc)[2]}, got {value!r}") from None

@@ -17,7 +17,17 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from delivery.fields import SPEC_CONFIG, Flag, NotInStackFile, Spec, invalid, number, one_of, whole
+from delivery.fields import (
+    SPEC_CONFIG,
+    Flag,
+    NotInStackFile,
+    Spec,
+    check,
+    invalid,
+    number,
+    one_of,
+    whole,
+)
 from delivery.gate import GatePolicy
 from delivery.smoke import smoke_case
 
@@ -28,19 +38,29 @@ TAG_PATTERN = "byom-pattern"
 SERVERS = ("azmlinfsrv", "openai")
 
 
-# The managed endpoint's request timeout range (ms), and where the scoring code lives.
+# The managed endpoint's request timeout range and default (ms), and where the scoring code lives.
 REQUEST_TIMEOUT_MS = (1_000, 180_000)
+DEFAULT_REQUEST_TIMEOUT_MS = 90_000
 RequestTimeoutMs = whole(*REQUEST_TIMEOUT_MS)
+# A deployment's own egress flag, lowercase as azure-ai-ml takes it.
+EgressAccess = one_of("enabled", "disabled")
 DEFAULT_CODE_DIR = "scoring"
 DEFAULT_SCORING_SCRIPT = "score.py"
 ROLLING_RATES = ("Minute", "Hour", "Day")
+SamplingRate = number(0.001, 1.0)
+# How long probes wait for a replica to start (s): the range, and the wait for a model of unknown
+# size (infra.sizing derives it from the size otherwise).
+PROBE_INITIAL_DELAY_S = (0, 3600)
+DEFAULT_PROBE_INITIAL_DELAY_S = 600
 
 
 @pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
 class ProbeSpec(Spec):
     """Liveness/readiness probe timing, in seconds (LLMs need a long initial delay)."""
 
-    initial_delay_s: whole(0, 3600) = Field(600, alias="initialDelaySeconds")
+    initial_delay_s: whole(*PROBE_INITIAL_DELAY_S) = Field(
+        DEFAULT_PROBE_INITIAL_DELAY_S, alias="initialDelaySeconds"
+    )
     period_s: whole(1, 600) = Field(10, alias="periodSeconds")
     timeout_s: whole(1, 600) = Field(2, alias="timeoutSeconds")
     failure_threshold: whole(1, 100) = 30
@@ -56,7 +76,7 @@ class DataCollectionSpec(Spec):
     """
 
     enabled: Flag = False
-    sampling_rate: number(0.001, 1.0) = 1.0
+    sampling_rate: SamplingRate = 1.0
     rolling_rate: one_of(*ROLLING_RATES) = "Hour"
     collections: NotInStackFile[tuple[str, ...]] = ("model_inputs", "model_outputs")
 
@@ -74,7 +94,7 @@ class DeploymentSpec:
     scoring_script: str = DEFAULT_SCORING_SCRIPT
     code_hash: str = ""
     max_concurrent_requests_per_instance: int = 1
-    request_timeout_ms: int = 90_000
+    request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS
     liveness_probe: ProbeSpec = field(default_factory=ProbeSpec)
     readiness_probe: ProbeSpec = field(default_factory=lambda: ProbeSpec(failure_threshold=3))
     environment_variables: Mapping[str, str] = field(default_factory=dict)
@@ -93,17 +113,9 @@ class DeploymentSpec:
             raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {self.server!r}")
         if self.instance_count < 1:
             raise ValueError(f"instance_count must be >= 1, got {self.instance_count}")
-        if self.egress_public_network_access not in ("enabled", "disabled", None):
-            raise ValueError(
-                "egress_public_network_access must be 'enabled' or 'disabled', "
-                f"got {self.egress_public_network_access!r}"
-            )
-        lo, hi = REQUEST_TIMEOUT_MS
-        if not lo <= self.request_timeout_ms <= hi:
-            raise ValueError(
-                f"request_timeout_ms must be {lo}..{hi} (the managed endpoint maximum), "
-                f"got {self.request_timeout_ms}"
-            )
+        if self.egress_public_network_access is not None:
+            check(EgressAccess, "egress_public_network_access", self.egress_public_network_access)
+        check(RequestTimeoutMs, "request_timeout_ms", self.request_timeout_ms)
 
     def fingerprint(self) -> str:
         """A hash of everything that needs a new deployment; instance count is left out because
@@ -213,7 +225,8 @@ class RolloutPolicy(Spec):
     def from_props(cls, props: Mapping[str, Any]) -> RolloutPolicy:
         """Rebuild a policy from `to_props` output."""
         values = dict(props)
-        values["traffic_steps"] = tuple(int(s) for s in values.get("traffic_steps", (10, 100)))
+        if "traffic_steps" in values:
+            values["traffic_steps"] = tuple(int(s) for s in values["traffic_steps"])
         for key in ("mirror_percent", "standby_instances"):
             if key in values:
                 values[key] = int(values[key])

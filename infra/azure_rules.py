@@ -23,7 +23,7 @@ from functools import cache
 from typing import Any
 
 from infra import roles
-from infra.config import StackSettings
+from infra.config import StackConfig
 from infra.identity import INVOKER_ROLE
 from infra.plan import Plan, PlannedResource, prop
 
@@ -423,7 +423,7 @@ def _first(plan: Plan, token: str) -> PlannedResource | None:
     return next((r for r in plan.resources if r.type == token), None)
 
 
-def _view(plan: Plan, settings: StackSettings) -> _View:
+def _view(plan: Plan, settings: StackConfig) -> _View:
     ids = {r.urn: str(r.outputs.get("id", "")) for r in plan.resources}
     uais = {r.name.rsplit("-", 1)[-1]: r for r in plan.resources if r.type == IDENTITY}
     ws = _first(plan, ML_WORKSPACE)
@@ -486,7 +486,7 @@ def _permissions(view: _View, role_definition_id: str) -> roles.Permissions | No
     return roles.BUILT_IN_PERMISSIONS.get(guid) or view.custom_roles.get(guid)
 
 
-def check_access(plan: Plan, settings: StackSettings) -> list[Finding]:
+def check_access(plan: Plan, settings: StackConfig) -> list[Finding]:
     """Every operation of `OPERATIONS` that applies has a grant allowing it, for every target."""
     view = _view(plan, settings)
     grants = [r.props for r in plan.resources if r.type == ROLE_ASSIGNMENT]
@@ -517,7 +517,7 @@ def check_access(plan: Plan, settings: StackSettings) -> list[Finding]:
     return findings
 
 
-def check(plan: Plan, settings: StackSettings) -> list[Finding]:
+def check(plan: Plan, settings: StackConfig) -> list[Finding]:
     """Every single-plan rule."""
     return [
         *check_names(plan),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 from pulumi_azure_native import machinelearningservices as ml
 
-from infra.config import ClusterSettings, ComputeInstanceSettings
+from infra.config_platform import ClusterSettings, ComputeInstanceSettings
 from infra.naming import Kind, Namer
 
 

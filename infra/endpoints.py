@@ -22,13 +22,9 @@ from pulumiverse_time import Sleep
 
 from delivery.stages import TAG_RELEASE
 from infra import roles
-from infra.config import (
-    AutoscaleSettings,
-    DeploymentSettings,
-    EndpointsSettings,
-    MonitoringSettings,
-    PrincipalSettings,
-)
+from infra.config_endpoints import AutoscaleSettings, DeploymentSettings, EndpointsSettings
+from infra.config_operations import MonitoringSettings
+from infra.config_platform import PrincipalSettings
 from infra.monitoring import ROLLOUT_SIGNALS, alert_rule_name
 from infra.naming import Kind, Namer
 from infra.workspace import diagnostics

@@ -9,7 +9,7 @@ import pulumi
 from pulumi_azure_native import authorization, managedidentity
 
 from infra import roles
-from infra.config import PrincipalSettings
+from infra.config_platform import PrincipalSettings
 from infra.naming import Kind, Namer
 
 INVOKER_ROLE = "endpoint-invoker"

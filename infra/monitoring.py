@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_azure_native import monitor
 
-from infra.config import AlertSettings, MonitoringSettings
+from infra.config_operations import AlertSettings, MonitoringSettings
 from infra.naming import Kind, Namer
 
 ENDPOINT_NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"

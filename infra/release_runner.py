@@ -32,7 +32,7 @@ import pulumi
 from pulumi_azure_native import app, managedidentity, network
 
 from infra import roles
-from infra.config import ReleaseRunnerSettings
+from infra.config_operations import ReleaseRunnerSettings
 from infra.naming import Kind, Namer
 
 MONITORING_CONTRIBUTOR = "749f88d5-cbae-40b8-bcfc-e573ddc772fa"

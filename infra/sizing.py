@@ -20,11 +20,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BeforeValidator
 
 from delivery.fields import invalid
-from delivery.spec import REQUEST_TIMEOUT_MS
+from delivery.spec import (
+    DEFAULT_PROBE_INITIAL_DELAY_S,
+    DEFAULT_REQUEST_TIMEOUT_MS,
+    PROBE_INITIAL_DELAY_S,
+)
 from scoring.settings import ScoringSettings
 
 if TYPE_CHECKING:
-    from infra.config import DeploymentSettings
+    from infra.config_endpoints import DeploymentSettings
 
 # Download from workspace storage plus load to GPU, per GB of safetensors, measured loosely on
 # A100/T4 SKUs (weights mount over blobfuse): a conservative figure, not a benchmark.
@@ -59,7 +63,6 @@ PREFILL_MARGIN_SECONDS = 10
 # The package answers 503 this long before the endpoint would cut the request with a 408.
 DEADLINE_MARGIN_SECONDS = 5
 GUNICORN_DEFAULT_TIMEOUT = 300
-MAX_REQUEST_TIMEOUT_MS = REQUEST_TIMEOUT_MS[1]  # the managed endpoint maximum
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class StartupBudget:
     @property
     def probe_initial_delay_s(self) -> int:
         """Probes start after the expected load time plus half again (slow storage, cold cache)."""
-        return min(math.ceil(self.load_seconds * 1.5), 3600)
+        return min(math.ceil(self.load_seconds * 1.5), PROBE_INITIAL_DELAY_S[1])
 
     @property
     def worker_timeout_s(self) -> int:
@@ -136,7 +139,7 @@ def derived_request_timeout_ms(
     """The request timeout when the stack sets none: the slowest full generation, else 90 s."""
     if max_new_tokens and min_tokens_per_second:
         return request_timeout_ms(max_new_tokens, min_tokens_per_second)
-    return 90_000
+    return DEFAULT_REQUEST_TIMEOUT_MS
 
 
 def probe_initial_delay_s(model_size_gb: float | None) -> int:
@@ -145,7 +148,9 @@ def probe_initial_delay_s(model_size_gb: float | None) -> int:
     The estimate assumes the image's default engine (vLLM, the slowest to start), whichever
     engine a deployment pins: probes are set per endpoint, before the deployments are read.
     """
-    return 600 if model_size_gb is None else startup_budget(model_size_gb).probe_initial_delay_s
+    if model_size_gb is None:
+        return DEFAULT_PROBE_INITIAL_DELAY_S
+    return startup_budget(model_size_gb).probe_initial_delay_s
 
 
 def server_env(

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from infra.config import PATTERNS, ConfigError, parse_settings
+from infra.config import ConfigError, parse_settings
+from infra.config_endpoints import PATTERNS
 from infra.plan import Plan, PlannedResource, prop
 from tests.infra.conftest import of_type
 

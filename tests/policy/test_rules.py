@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from infra import config as infra_config
-from infra import roles
+from infra import config_endpoints, roles
 from policy import rules
 from policy.rules import POLICIES, PolicySpec
 
@@ -269,9 +269,11 @@ def test_untaggable_types_pass_required_tags(resource_type):
 
 
 def test_policy_constants_match_infra():
-    """The pack (which cannot import infra) agrees with infra on roles, regions and tags."""
+    """The pack (which cannot import infra) agrees with infra on roles, regions, GPU autoscale
+    metrics and tags."""
     assert {k.lower(): v for k, v in rules.PRIVILEGED_ROLES.items()} == roles.FORBIDDEN_ROLES
     assert rules.ALLOWED_REGIONS == infra_config.ALLOWED_REGIONS
+    assert rules.GPU_AUTOSCALE_METRICS == config_endpoints.GPU_AUTOSCALE_METRICS
     tags = infra_config.TagSettings(owner="o", costCenter="c", dataClassification="internal")
     tags = tags.as_dict()
     assert set(rules.REQUIRED_TAGS) <= set(tags)
