@@ -6,6 +6,7 @@ import re
 import tokenize
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -195,3 +196,27 @@ def test_every_variable_is_documented() -> None:
     root = Path(__file__).resolve().parents[2]
     text = (root / "README.md").read_text() + (root / "docs" / "operations.md").read_text()
     assert [name for name in ScoringSettings.env_names().values() if name not in text] == []
+
+
+def test_the_openai_server_options_override_their_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m scoring.serve`: --port beats SCORING_PORT, SCORING_HOST applies when no option
+    is given, and a bad value is a usage error naming the setting."""
+    from scoring import serve
+
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(serve.uvicorn, "run", lambda app, **kwargs: ran.update(kwargs))
+    monkeypatch.setattr(serve.logging, "basicConfig", lambda **kwargs: ran.update(log=kwargs))
+    monkeypatch.setattr(serve, "create_app", lambda server, settings: ran.update(app=locals()))
+    monkeypatch.setenv("SCORING_HOST", "0.0.0.0")
+    monkeypatch.setenv("SCORING_PORT", "9000")
+    monkeypatch.setenv("SCORING_SERVED_MODEL_NAME", "byom")
+    serve.main(["--port", "8100", "--model-dir", "/models/m"])
+    assert (ran["host"], ran["port"]) == ("0.0.0.0", 8100)
+    assert ran["app"]["settings"].model_dir == Path("/models/m")
+    assert ran["app"]["server"].served_name == "byom"
+    assert ran["log"] == {"level": "INFO"}
+    with pytest.raises(SystemExit):
+        serve.main(["--port", "many"])
+    assert "port" in capsys.readouterr().err
