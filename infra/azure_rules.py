@@ -38,7 +38,7 @@ VAULT = "azure-native:keyvault:Vault"
 REGISTRY = "azure-native:containerregistry:Registry"
 IDENTITY = "azure-native:managedidentity:UserAssignedIdentity"
 RESOURCE_GROUP = "azure-native:resources:ResourceGroup"
-CUSTOM_ROLES = (INVOKER_ROLE,)
+CUSTOM_ROLES = (INVOKER_ROLE, roles.RELEASE_AUTOSCALER)
 
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -308,7 +308,8 @@ class Operation:
     data: bool
     """Whether `action` is a dataAction (blob, file) rather than an action."""
     scope: str
-    """`storage`, `registry`, `vault`, `workspace`, `endpoints`, `capture-container`."""
+    """`storage`, `registry`, `vault`, `workspace`, `endpoints`, `capture-container`,
+    `resource-group`."""
     when: str = "always"
     """`always`, `capture` (data collection on), `image-build` (a cluster builds images),
     `managed-network` (the workspace has one), `release-runner` (the stack has one)."""
@@ -354,6 +355,32 @@ OPERATIONS: tuple[Operation, ...] = (
         f"{_ACR}/importImage/action",
         False,
         "registry",
+        "release-runner",
+    ),
+    # The release job (stage mode) gives each slot its own autoscale setting and watches the
+    # endpoint's fired alerts: both are ARM calls in the resource group, by the runner.
+    Operation(
+        "release-runner",
+        "create per-slot autoscale settings",
+        "Microsoft.Insights/autoscalesettings/write",
+        False,
+        "resource-group",
+        "release-runner",
+    ),
+    Operation(
+        "release-runner",
+        "delete the old slot's autoscale setting",
+        "Microsoft.Insights/autoscalesettings/delete",
+        False,
+        "resource-group",
+        "release-runner",
+    ),
+    Operation(
+        "release-runner",
+        "read fired alerts",
+        "Microsoft.AlertsManagement/alerts/read",
+        False,
+        "resource-group",
         "release-runner",
     ),
     Operation(
@@ -453,6 +480,9 @@ def _view(plan: Plan, settings: StackConfig) -> _View:
             ("endpoints", ENDPOINT),
         )
     }
+    if ws:
+        # Everything the stack declares lives in one resource group: the workspace's.
+        scopes["resource-group"] = [ids[ws.urn].split("/providers/", 1)[0]]
     if st and ws:
         scopes["capture-container"] = [
             f"{ids[st.urn]}/blobServices/default/containers/azureml-blobstore-"
@@ -477,6 +507,11 @@ def _view(plan: Plan, settings: StackConfig) -> _View:
         # Created out of band exactly as docs/infrastructure.md defines it.
         custom[ident.invoker_role_id.lower()] = roles.Permissions(
             "endpoint invoker (out of band)", actions=(roles.SCORE_ACTION,)
+        )
+    runner_role = settings.release_runner and settings.release_runner.autoscaler_role_id
+    if runner_role:
+        custom[runner_role.lower()] = roles.Permissions(
+            "release autoscaler (out of band)", actions=roles.RELEASE_AUTOSCALER_ACTIONS
         )
     return _View(principals, scopes, conditions, custom)
 

@@ -15,7 +15,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from delivery.fields import SPEC_CONFIG, Flag, OrNone, Text, invalid, items, text, whole
 from delivery.spec import REQUEST_TIMEOUT_MS, DataCollectionSpec, SamplingRate
-from infra.config_types import Cidr, ConfigModel
+from infra.config_types import GUID, Cidr, ConfigModel
 
 # Metric alert windows Azure accepts (minutes).
 ALERT_WINDOWS = (1, 5, 15, 30, 60)
@@ -109,6 +109,11 @@ class ReleaseRunnerSettings(ConfigModel):
     max_runners: whole(1, 10) = 2
     timeout_minutes: whole(30, 1440) = 180
     """A release job's hard limit (the job's replica timeout): longer than a release's waits."""
+    autoscaler_role_id: (
+        text(GUID, "the GUID of the release autoscaler role created once (docs/infrastructure.md)")
+        | None
+    ) = None
+    """None: this stack declares the role (its deployer then needs roleDefinitions/write)."""
 
     @model_validator(mode="after")
     def _big_enough(self) -> ReleaseRunnerSettings:

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from delivery.fields import Flag, Text, invalid, items, one_of, text, whole
-from infra.config_types import Cidr, ConfigModel, Toggle
+from infra.config_types import GUID, Cidr, ConfigModel, Toggle
 
 PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal")
 ISOLATION_MODES = ("Disabled", "AllowInternetOutbound", "AllowOnlyApprovedOutbound")
@@ -24,14 +24,13 @@ _REGISTRY_ID = re.compile(
     r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[^/]+/providers/"
     r"Microsoft\.MachineLearningServices/registries/[A-Za-z0-9][A-Za-z0-9_-]{2,32}$"
 )
-_GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _FQDN = re.compile(r"^(\*\.)?([a-z0-9-]+\.)+[a-z]{2,}$")
 
 
 class PrincipalSettings(ConfigModel):
     """An Entra ID principal (object id and type) granted roles by this stack."""
 
-    object_id: text(_GUID, "an Entra ID object id (GUID)")
+    object_id: text(GUID, "an Entra ID object id (GUID)")
     principal_type: one_of(*PRINCIPAL_TYPES) = Field(alias="type")
 
 
@@ -123,7 +122,7 @@ class IdentitySettings(ConfigModel):
     """Principals that promote this stack's images into another stack's registry (ACR import
     reads the source with the caller's identity): the other stack's release runner identity."""
     invoker_role_id: (
-        text(_GUID, "the GUID of the endpoint invoker role created once (docs/infrastructure.md)")
+        text(GUID, "the GUID of the endpoint invoker role created once (docs/infrastructure.md)")
         | None
     ) = None
     """None: this stack declares the role (its deployer then needs roleDefinitions/write)."""
@@ -134,7 +133,7 @@ class ComputeInstanceSettings(ConfigModel):
 
     enabled: Flag = True
     vm_size: Text = "Standard_DS3_v2"
-    assigned_user_object_id: text(_GUID, "the notebook user's Entra ID object id")
+    assigned_user_object_id: text(GUID, "the notebook user's Entra ID object id")
     # Azure accepts 15 minutes to 3 days.
     idle_shutdown_minutes: whole(15, 3 * 24 * 60) = 30
     nightly_stop_cron: (

@@ -19,7 +19,8 @@ from functools import cache
 from pathlib import Path
 
 from infra import roles
-from infra.plan import REPO_ROOT, STACKS, Plan, compare_rows, plan
+from infra.config import StackConfig
+from infra.plan import REPO_ROOT, STACKS, Plan, compare_rows, plan, settings_for, stack_config
 
 DOC = REPO_ROOT / "docs" / "infrastructure.md"
 _SECTION = re.compile(
@@ -45,23 +46,44 @@ def dev_prod_table(plans: Mapping[str, Plan]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _role_label(role_definition_id: str, custom: set[str]) -> str:
+def _role_label(
+    role_definition_id: str, custom: Mapping[str, str], out_of_band: Mapping[str, str]
+) -> str:
     guid = role_definition_id.rstrip("/").rsplit("/", 1)[-1]
     if guid in roles.BUILT_IN_PERMISSIONS:
         return f"{roles.BUILT_IN_PERMISSIONS[guid].name} (`{guid}`)"
-    where = "declared by the stack" if guid in custom else "created once out of band"
-    return f"the endpoint invoker role, {where} (`{guid}`)"
+    if guid in custom:
+        return f"{custom[guid]}, declared by the stack (`{guid}`)"
+    return f"{out_of_band.get(guid, 'a custom role')}, created once out of band (`{guid}`)"
 
 
-def deployer_rights(p: Plan) -> str:
-    """What the principal running `pulumi up` for this plan needs, derived from what it declares."""
+def out_of_band_roles(settings: StackConfig) -> dict[str, str]:
+    """The custom roles the stack file names instead of declaring them, by GUID."""
+    named = {
+        settings.identity.invoker_role_id: "the AzureML online endpoint invoker role",
+        settings.release_runner
+        and settings.release_runner.autoscaler_role_id: "the AzureML release autoscaler role",
+    }
+    return {guid: name for guid, name in named.items() if guid}
+
+
+def _custom_role_name(props: Mapping[str, object]) -> str:
+    # "AzureML online endpoint invoker (<rg>)" -> "the AzureML online endpoint invoker role"
+    return f"the {str(props.get('roleName', 'custom')).split(' (', 1)[0]} role"
+
+
+def deployer_rights(p: Plan, out_of_band: Mapping[str, str]) -> str:
+    """What the principal running `pulumi up` for this plan needs, derived from what it declares
+    (`out_of_band`: the custom roles it uses without declaring them, GUID to name)."""
     types = {r.type for r in p.resources}
     custom = {
-        str(r.props.get("roleDefinitionId")) for r in p.resources if r.type == ROLE_DEFINITION
+        str(r.props.get("roleDefinitionId")): _custom_role_name(r.props)
+        for r in p.resources
+        if r.type == ROLE_DEFINITION
     }
     assigned = sorted(
         {
-            _role_label(str(r.props.get("roleDefinitionId")), custom)
+            _role_label(str(r.props.get("roleDefinitionId")), custom, out_of_band)
             for r in p.resources
             if r.type == ROLE_ASSIGNMENT
         }
@@ -74,10 +96,12 @@ def deployer_rights(p: Plan) -> str:
         "that allows assigning only these roles: " + "; ".join(assigned),
     ]
     if ROLE_DEFINITION in types:
+        declared = " and ".join(sorted(set(custom.values())))
         lines.append(
             "- `Microsoft.Authorization/roleDefinitions/write` and `/delete` on the resource "
-            "group: the stack declares the invoker role (neither role above includes it; grant "
-            "it with a small custom role, or set `identity.invokerRoleId`)"
+            f"group: the stack declares {declared} (neither role above includes it; grant "
+            "it with a small custom role, or set `identity.invokerRoleId` and "
+            "`releaseRunner.autoscalerRoleId`)"
         )
     if LOCK in types:
         lines.append(
@@ -97,11 +121,15 @@ def generated_sections() -> dict[str, str]:
     """Every generated section's content, by name."""
     plans = {stack: plan(stack, release=True) for stack in STACKS}
     sections = {"dev-prod": dev_prod_table(plans)}
-    sections["deployer-rights"] = (
-        "".join(f"**{stack}**\n\n{deployer_rights(plans[stack])}\n" for stack in STACKS).rstrip(
-            "\n"
+    rights = {
+        stack: deployer_rights(
+            plans[stack],
+            out_of_band_roles(settings_for(stack, stack_config(stack, release=True)[1])),
         )
-        + "\n"
+        for stack in STACKS
+    }
+    sections["deployer-rights"] = (
+        "".join(f"**{stack}**\n\n{rights[stack]}\n" for stack in STACKS).rstrip("\n") + "\n"
     )
     return sections
 

@@ -231,24 +231,19 @@ class Identity(pulumi.ComponentResource):
                 )
             ]
 
-        if args.invoker_role_id is not None:
-            invoker_id = roles.built_in_role_id(args.subscription_id, args.invoker_role_id)
-        else:
-            invoker_id = authorization.RoleDefinition(
-                f"{name}-invoker-role",
-                # Custom role ids are unique in the tenant: derived from the only scope it serves.
-                role_definition_id=rg_id.apply(lambda rg: roles.custom_role_guid(rg, INVOKER_ROLE)),
-                # Custom role names are unique per tenant, so the resource group name is part of it.
-                role_name=pulumi.Output.concat(
-                    "AzureML online endpoint invoker (", args.resource_group_name, ")"
-                ),
-                description="May call the scoring URI of online endpoints, nothing else.",
-                role_type="CustomRole",
-                scope=rg_id,
-                assignable_scopes=[rg_id],
-                permissions=[authorization.PermissionArgs(actions=[roles.SCORE_ACTION])],
-                opts=child,
-            ).id
+        invoker_id = roles.custom_role(
+            f"{name}-invoker-role",
+            key=INVOKER_ROLE,
+            resource_group_id=rg_id,
+            role_name=pulumi.Output.concat(
+                "AzureML online endpoint invoker (", args.resource_group_name, ")"
+            ),
+            description="May call the scoring URI of online endpoints, nothing else.",
+            actions=(roles.SCORE_ACTION,),
+            existing=args.invoker_role_id,
+            subscription_id=args.subscription_id,
+            opts=child,
+        )
 
         self.endpoint_identity_id = endpoint.id
         self.endpoint_identity_client_id = endpoint.client_id

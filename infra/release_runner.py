@@ -35,7 +35,6 @@ from infra import roles
 from infra.config_operations import ReleaseRunnerSettings
 from infra.naming import Kind, Namer
 
-MONITORING_CONTRIBUTOR = "749f88d5-cbae-40b8-bcfc-e573ddc772fa"
 APP_KEY_SECRET = "github-app-key"
 
 
@@ -144,25 +143,43 @@ class ReleaseRunner(pulumi.ComponentResource):
                 "registry",
                 "Imports promoted images by digest (delivery.promote).",
             ),
-            # Per-slot autoscale settings and the alerts the release watches.
+        ]
+        # Per-slot autoscale settings and the alerts the release watches: a role of exactly that
+        # (roles.RELEASE_AUTOSCALER_ACTIONS), since no built-in role is that narrow.
+        autoscaler_id = roles.custom_role(
+            f"{name}-autoscaler-role",
+            key=roles.RELEASE_AUTOSCALER,
+            resource_group_id=pulumi.Output.from_input(args.resource_group_id),
+            role_name=pulumi.Output.concat("AzureML release autoscaler (", rg, ")"),
+            description="May manage autoscale settings and read fired alerts, nothing else.",
+            actions=roles.RELEASE_AUTOSCALER_ACTIONS,
+            existing=s.autoscaler_role_id,
+            subscription_id=args.subscription_id,
+            opts=child,
+        )
+        role_ids = [
+            (scope, roles.built_in_role_id(args.subscription_id, role), label, description)
+            for scope, role, label, description in grants
+        ]
+        role_ids.append(
             (
                 args.resource_group_id,
-                MONITORING_CONTRIBUTOR,
+                autoscaler_id,
                 "monitoring",
                 "Creates per-slot autoscale settings and reads alerts.",
-            ),
-        ]
+            )
+        )
         assignments = [
             roles.assign(
                 f"{name}-{label}",
                 scope=scope,
-                role_definition_id=roles.built_in_role_id(args.subscription_id, role),
+                role_definition_id=role_id,
                 principal_id=identity.principal_id,
                 principal_type="ServicePrincipal",
                 description=description,
                 opts=child,
             )
-            for scope, role, label, description in grants
+            for scope, role_id, label, description in role_ids
         ]
         environment = app.ManagedEnvironment(
             f"{name}-environment",

@@ -21,6 +21,7 @@ ACR_PUSH = "8311e382-0749-4cb8-b61a-304f252e45ec"
 # "Container Registry Data Importer and Data Reader": ACR import into a registry, and reading the
 # images of a registry imported from (AcrPush does not include importImage/action).
 ACR_IMPORTER = "577a9874-89fd-4f24-9dbd-b5034d0ad23a"
+MONITORING_CONTRIBUTOR = "749f88d5-cbae-40b8-bcfc-e573ddc772fa"
 STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR = "69566ab7-960f-475b-8e7c-b3118f30c6bd"
@@ -58,6 +59,17 @@ SHORT_NAMES = {
 """Readable labels for logical resource names (`identity-endpoint-registry-acr-pull`)."""
 
 SCORE_ACTION = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action"
+RELEASE_AUTOSCALER = "release-autoscaler"
+# What a release job does in Azure Monitor besides the workspace: its own autoscale setting per
+# slot (created before the slot takes traffic, deleted with it) and the endpoint's fired alerts.
+# No built-in role is this narrow: Monitoring Contributor, the obvious pick, has no autoscale
+# action at all, and Web Plan Contributor adds App Service plans.
+RELEASE_AUTOSCALER_ACTIONS = (
+    "Microsoft.Insights/autoscalesettings/read",
+    "Microsoft.Insights/autoscalesettings/write",
+    "Microsoft.Insights/autoscalesettings/delete",
+    "Microsoft.AlertsManagement/alerts/read",
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,51 @@ BUILT_IN_PERMISSIONS: Mapping[str, Permissions] = {
         data_actions=(
             f"{_ACR}/repositories/content/read",
             f"{_ACR}/repositories/metadata/read",
+        ),
+    ),
+    # Listed so the access table can tell what it lacks: for all its breadth (shared keys of Log
+    # Analytics workspaces included), it has no Microsoft.Insights/autoscalesettings action.
+    MONITORING_CONTRIBUTOR: Permissions(
+        "Monitoring Contributor",
+        actions=(
+            "*/read",
+            "Microsoft.AlertsManagement/alerts/*",
+            "Microsoft.AlertsManagement/alertsSummary/*",
+            "Microsoft.Insights/actiongroups/*",
+            "Microsoft.Insights/activityLogAlerts/*",
+            "Microsoft.Insights/AlertRules/*",
+            "Microsoft.Insights/components/*",
+            "Microsoft.Insights/createNotifications/*",
+            "Microsoft.Insights/dataCollectionEndpoints/*",
+            "Microsoft.Insights/dataCollectionRules/*",
+            "Microsoft.Insights/dataCollectionRuleAssociations/*",
+            "Microsoft.Insights/DiagnosticSettings/*",
+            "Microsoft.Insights/eventtypes/*",
+            "Microsoft.Insights/LogDefinitions/*",
+            "Microsoft.Insights/metricalerts/*",
+            "Microsoft.Insights/MetricDefinitions/*",
+            "Microsoft.Insights/Metrics/*",
+            "Microsoft.Insights/notificationStatus/*",
+            "Microsoft.Insights/Register/Action",
+            "Microsoft.Insights/scheduledqueryrules/*",
+            "Microsoft.Insights/webtests/*",
+            "Microsoft.Insights/workbooks/*",
+            "Microsoft.Insights/workbooktemplates/*",
+            "Microsoft.Insights/privateLinkScopes/*",
+            "Microsoft.Insights/privateLinkScopeOperationStatuses/*",
+            "Microsoft.OperationalInsights/workspaces/write",
+            "Microsoft.OperationalInsights/workspaces/intelligencepacks/*",
+            "Microsoft.OperationalInsights/workspaces/savedSearches/*",
+            "Microsoft.OperationalInsights/workspaces/search/action",
+            "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
+            "Microsoft.OperationalInsights/workspaces/storageinsightconfigs/*",
+            "Microsoft.Support/*",
+            "Microsoft.AlertsManagement/smartDetectorAlertRules/*",
+            "Microsoft.AlertsManagement/actionRules/*",
+            "Microsoft.AlertsManagement/smartGroups/*",
+            "Microsoft.AlertsManagement/migrateFromSmartDetection/*",
+            "Microsoft.AlertsManagement/investigations/*",
+            "Microsoft.Monitor/investigations/*",
         ),
     ),
     STORAGE_BLOB_DATA_READER: Permissions(
@@ -212,6 +269,37 @@ def built_in_role_id(subscription_id: pulumi.Input[str], guid: str) -> pulumi.Ou
         "/providers/Microsoft.Authorization/roleDefinitions/",
         guid,
     )
+
+
+def custom_role(
+    name: str,
+    *,
+    key: str,
+    resource_group_id: pulumi.Output[str],
+    role_name: pulumi.Input[str],
+    description: str,
+    actions: tuple[str, ...],
+    existing: str | None,
+    subscription_id: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> pulumi.Output[str]:
+    """Full id of a custom role usable in one resource group: `existing` (its GUID, created once
+    out of band so the deployer needs no roleDefinitions/write) or declared here."""
+    if existing is not None:
+        return built_in_role_id(subscription_id, existing)
+    return authorization.RoleDefinition(
+        name,
+        # Custom role ids are unique in the tenant: derived from the only scope it serves.
+        role_definition_id=resource_group_id.apply(lambda rg: custom_role_guid(rg, key)),
+        # Custom role names are unique per tenant, so the resource group name is part of it.
+        role_name=role_name,
+        description=description,
+        role_type="CustomRole",
+        scope=resource_group_id,
+        assignable_scopes=[resource_group_id],
+        permissions=[authorization.PermissionArgs(actions=list(actions))],
+        opts=opts,
+    ).id
 
 
 def assign(

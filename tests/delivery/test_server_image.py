@@ -30,7 +30,7 @@ from delivery.workspace import deployment_entity
 from scoring.serve import OpenAIServer, create_app
 from tests.delivery.conftest import ENDPOINT, deploy, register_spec
 
-REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements.txt"
+REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements-scoring.txt"
 
 
 def _pins(path: Path) -> dict[str, str]:
@@ -42,12 +42,12 @@ def _pins(path: Path) -> dict[str, str]:
     return pins
 
 
-def test_the_server_pins_agree_with_requirements_txt() -> None:
+def test_the_server_pins_agree_with_the_scoring_group() -> None:
     server = _pins(SERVER_DIR / "requirements.txt")
     assert {"starlette", "sse-starlette", "uvicorn", "prometheus-client"} <= server.keys()
     required = _pins(REQUIREMENTS)
     for name, version in server.items():
-        assert required.get(name) == version, f"{name}: {version} vs requirements.txt"
+        assert required.get(name) == version, f"{name}: {version} vs requirements-scoring.txt"
 
 
 def test_the_build_context_is_staged_with_a_concrete_base_image(tmp_path: Path) -> None:

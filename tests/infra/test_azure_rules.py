@@ -163,6 +163,7 @@ def test_every_operation_has_a_principal_with_a_role_allowing_it(
         ("identity-deployer-storage-blob-contributor", "deployer upload code and model"),
         ("identity-data-scientists-storage-file-contributor", "data-scientists use the file"),
         ("release-registry", "release-runner import promoted images by digest"),
+        ("release-monitoring", "release-runner "),
     ],
 )
 def test_access_rule_finds_the_missing_grant(
@@ -176,6 +177,30 @@ def test_access_rule_finds_the_missing_grant(
     findings = azure_rules.check_access(without, settings_for("prod", config))
     assert findings
     assert all(f.resource.startswith(operation) for f in findings), findings
+
+
+def test_monitoring_contributor_cannot_give_a_slot_its_autoscale_setting(
+    plans: dict[str, Plan],
+) -> None:
+    """The role the runner used to get reads alerts but has no autoscale action: with it, the
+    table names the per-slot autoscale writes (a release would fail at its first new slot)."""
+    p = plans["prod"]
+    role_ids = "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions"
+    contributor = f"{role_ids}/{roles.MONITORING_CONTRIBUTOR}"
+    swapped = [
+        dataclasses.replace(r, props={**r.props, "roleDefinitionId": contributor})
+        if r.name == "release-monitoring"
+        else r
+        for r in p.resources
+    ]
+    _, config = stack_config("prod", release=True)
+    findings = azure_rules.check_access(
+        dataclasses.replace(p, resources=swapped), settings_for("prod", config)
+    )
+    assert [f.resource for f in findings] == [
+        "release-runner create per-slot autoscale settings",
+        "release-runner delete the old slot's autoscale setting",
+    ]
 
 
 def test_the_source_registry_must_let_promoters_read_its_images(plans: dict[str, Plan]) -> None:

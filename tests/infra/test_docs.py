@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from infra import docs
+from infra import docs, roles
 
 
 def test_generated_sections_of_the_infrastructure_doc_are_current() -> None:
@@ -38,3 +39,18 @@ def test_deployer_rights_name_what_the_plan_declares() -> None:
     assert "roleDefinitions/write" not in prod
     assert "roleDefinitions/write" in dev
     assert "locks/write" not in dev
+
+
+def test_the_documented_autoscaler_role_is_the_one_the_code_checks() -> None:
+    """The administrator's `az role definition create` for releaseRunner.autoscalerRoleId grants
+    exactly what the access table expects of the role."""
+    text = docs.DOC.read_text()
+    block = text.split('"Name": "AzureML release autoscaler', 1)[1].split("}'", 1)[0]
+    actions = json.loads("[" + block.split('"Actions": [', 1)[1].split("]", 1)[0] + "]")
+    assert tuple(actions) == roles.RELEASE_AUTOSCALER_ACTIONS
+
+
+def test_out_of_band_roles_are_named_in_the_deployer_rights() -> None:
+    prod = docs.DOC.read_text().split("**prod**", 1)[1].split("<!-- END", 1)[0]
+    assert "the AzureML release autoscaler role, created once out of band" in prod
+    assert "the AzureML online endpoint invoker role, created once out of band" in prod

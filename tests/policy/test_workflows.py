@@ -160,8 +160,9 @@ def test_main_deploys_dev_then_smoke_tests_with_entra_tokens():
     )
     names = [s.get("name", "") for s in job["steps"]]
     assert names.index("smoke tests of the deployed endpoints") > job["steps"].index(up)
-    assert "scoring.cli --url" in job["steps"][-1]["run"]
-    assert "--aad" in job["steps"][-1]["run"]
+    # The request and the answer's model come from the pattern table: no case per pattern.
+    assert '-m delivery.smoke --url "$url" --pattern "$pattern" --aad' in job["steps"][-1]["run"]
+    assert "case" not in job["steps"][-1]["run"]
 
 
 def test_promotion_copies_assets_from_the_vnet_and_records_them_without_deploying():
@@ -250,3 +251,19 @@ def test_workflow_inputs_never_reach_shell_text():
             assert not re.search(r"\$\{\{\s*(inputs|github\.event)\.", step.get("run", "")), (
                 job_name
             )
+
+
+@pytest.mark.parametrize(("file", "job_name", "job"), _jobs(), ids=JOB_IDS)
+def test_jobs_install_only_the_groups_they_run(file, job_name, job):
+    """Only the test suite builds the whole development venv (`make test`); preview, plan,
+    policy and release jobs install the infra group (tests/test_requirements.py proves it is
+    enough) and the smoke requests add the client group."""
+    runs = "\n".join(step.get("run", "") for step in job.get("steps", []))
+    if ".ci/run" in runs:
+        return
+    assert not re.search(r"make venv(?![-\w])", runs), f"{file}:{job_name} installs every group"
+    python = "\n".join(line for line in runs.splitlines() if ".venv/bin/python" in line)
+    if python or _steps_using(job, "pulumi/actions"):
+        assert "make venv-infra" in runs, f"{file}:{job_name}"
+    if "scoring.cli" in python or "delivery.smoke" in python:
+        assert "venv-client" in runs, f"{file}:{job_name}"
