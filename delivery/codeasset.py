@@ -1,10 +1,13 @@
-"""The scoring code a deployment uploads: its entry script and the package modules it imports.
+"""The files that serve: an entry script and the modules of its package that it imports.
 
-The code folder also holds what the server never imports (the client, CLI, HTML report and
-demo tools). Those stay out of the upload and out of the content hash that goes into the
-deployment fingerprint, so editing the report's colours does not roll out a new GPU slot. The
-list is not kept by hand: it follows the entry script's imports, so a module the server starts
-using is uploaded (and hashed) from the next rollout on.
+This is the one rule for what ships to a server. The code asset an `azmlinfsrv` deployment
+uploads is `server_files(code_dir, "score.py")`; the OpenAI-compatible server's image
+(`delivery.environment.ServerImageSpec`) bakes in `server_files(SCORING_DIR, "serve.py")`.
+The scoring folder also holds what no server imports (the client, CLI, HTML report and demo
+tools). Those stay out of both, and out of the content hashes that version them, so editing the
+report's colours neither rolls out a new GPU slot nor builds a new image. The list is not kept
+by hand: it follows the entry's imports, so a module the server starts using ships (and is
+hashed) from the next rollout on.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from delivery.packaging import tree_hash
+from delivery.spec import DEFAULT_CODE_DIR
+
+# The scoring package of this checkout: the server image's source, and the default code folder.
+SCORING_DIR = Path(__file__).resolve().parent.parent / DEFAULT_CODE_DIR
 
 
 def server_files(code_dir: str | Path, entry: str) -> tuple[str, ...]:

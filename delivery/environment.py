@@ -3,8 +3,9 @@
 Two servers, two environments. `EnvironmentSpec`: the conda spec on the base image; Azure ML's
 inference server runs `score.py` in it. `ServerImageSpec`: the OpenAI-compatible server
 (`python -m scoring.serve`) as a custom container, built by Azure ML from
-`environments/openai-server/` (the same conda spec and base image, the server's pins, the scoring
-package baked in) with an `inference_config` for its probes and scoring route.
+`environments/openai-server/` (the same conda spec and base image, the server's pins, and the
+scoring files that serve, `delivery.codeasset.server_files`, baked in) with an
+`inference_config` for its probes and scoring route.
 
 Each version is a hash of everything its image is built from, so editing any of it registers a
 new environment version and re-running with the same inputs reuses the registered one.
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 from azure.ai.ml.entities import BuildContext, Environment
 
+from delivery.codeasset import SCORING_DIR, server_files
 from delivery.packaging import HASH_PREFIX, AssetConflictError, version_from_hash
 from delivery.workspace import WorkspaceClient
 
@@ -36,7 +38,8 @@ ENVIRONMENT_NAME = "byom-inference-gpu"
 TAG_SPEC_HASH = "specHash"
 
 SERVER_DIR = ENVIRONMENTS_DIR / "openai-server"
-SCORING_DIR = ENVIRONMENTS_DIR.parent / "scoring"
+# The module the image's command runs (`python -m scoring.serve`, the Dockerfile's CMD).
+SERVER_ENTRY = "serve.py"
 SERVER_ENVIRONMENT_NAME = "byom-openai-server"
 SERVER_PORT = 8000
 # Custom-container routes (the vLLM / TGI pattern on managed online endpoints): with the scoring
@@ -134,9 +137,10 @@ class ServerImageSpec(_HashVersioned):
             ("requirements.txt", self.server_dir / "requirements.txt"),
             (self.conda_file.name, self.conda_file),
         ]
+        # Only what the server imports: the client, CLI, report and demo tools stay out.
         files += [
-            (f"scoring/{path.relative_to(self.scoring_dir).as_posix()}", path)
-            for path in sorted(self.scoring_dir.rglob("*.py"))
+            (f"scoring/{relative}", self.scoring_dir / relative)
+            for relative in server_files(self.scoring_dir, SERVER_ENTRY)
         ]
         return files
 

@@ -100,14 +100,6 @@ class AutoscaleSettings(ConfigModel):
         return self
 
 
-def _env_values(raw: Any) -> Any:
-    for key, value in (raw or {}).items() if isinstance(raw, Mapping) else ():
-        if not isinstance(value, str) or key == "SCORING_PATTERNS":
-            allowed = "string values; SCORING_PATTERNS is set from the pattern name"
-            raise invalid(allowed, str(key), value)
-    return raw
-
-
 class DeploymentSettings(ConfigModel):
     """One pattern's deployment: SKU, instances, request handling, probes, autoscale.
 
@@ -125,9 +117,7 @@ class DeploymentSettings(ConfigModel):
     request_timeout_ms: RequestTimeoutMs | None = None
     liveness_probe: ProbeSpec = Field(default_factory=ProbeSpec)
     readiness_probe: ProbeSpec = Field(default_factory=ProbeSpec)
-    environment_variables: Annotated[dict[str, str], BeforeValidator(_env_values)] = Field(
-        default_factory=dict
-    )
+    environment_variables: sizing.StackVariables = Field(default_factory=dict)
     autoscale: Annotated[AutoscaleSettings | None, Toggle] = None
     server: one_of(*SERVERS) = "azmlinfsrv"
     """azmlinfsrv: Azure ML's inference server runs score.py (POST /score); openai: the

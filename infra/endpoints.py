@@ -28,6 +28,7 @@ from infra.config_platform import PrincipalSettings
 from infra.monitoring import ROLLOUT_SIGNALS, alert_rule_name
 from infra.naming import Kind, Namer
 from infra.workspace import diagnostics
+from scoring.settings import ScoringSettings
 
 # Entra role assignments take up to a few minutes to reach the data planes (mlops-v2 waits 120 s).
 RBAC_PROPAGATION = "120s"
@@ -183,7 +184,7 @@ class Endpoints(pulumi.ComponentResource):
         if s.rollout.gate.enabled and deployment.pattern != "analyze":
             # The gate compares slots with token analysis; the same model copy answers it.
             patterns = f"{deployment.pattern},analyze"
-        env = {**deployment.environment_variables, "SCORING_PATTERNS": patterns}
+        env = {**deployment.environment_variables, **ScoringSettings.environment(patterns=patterns)}
         capture = DataCollectionSpec()
         watch: tuple[str, ...] = ()
         if args.monitoring is not None:
@@ -191,10 +192,11 @@ class Endpoints(pulumi.ComponentResource):
             if m.data_collection.enabled:
                 dc = m.data_collection
                 capture = DataCollectionSpec(True, dc.sampling_rate, dc.rolling_rate)
-                env["SCORING_CAPTURE"] = "true"
-                env["SCORING_CAPTURE_SAMPLE_RATE"] = f"{dc.sampling_rate:g}"
-                if dc.redact_fields:
-                    env["SCORING_REDACT_FIELDS"] = ",".join(dc.redact_fields)
+                env |= ScoringSettings.environment(
+                    capture=True,
+                    capture_sample_rate=dc.sampling_rate,
+                    redact_fields=dc.redact_fields or None,  # None: none beyond the patterns
+                )
             if m.alerts.enabled:
                 watch = tuple(
                     alert_rule_name(args.namer, deployment.pattern, signal)

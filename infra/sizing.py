@@ -13,14 +13,19 @@ from stack config into the numbers that let them finish:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
+from pydantic import BeforeValidator
+
+from delivery.fields import invalid
 from delivery.spec import (
     DEFAULT_PROBE_INITIAL_DELAY_S,
     DEFAULT_REQUEST_TIMEOUT_MS,
     PROBE_INITIAL_DELAY_S,
 )
+from scoring.settings import ScoringSettings
 
 if TYPE_CHECKING:
     from infra.config_endpoints import DeploymentSettings
@@ -107,8 +112,7 @@ def server_concurrency(max_concurrent_requests_per_instance: int) -> dict[str, s
     return {
         "WORKER_COUNT": "1",
         "GUNICORN_CMD_ARGS": f"--threads {2 * slots}",
-        "SCORING_MAX_BATCH_SIZE": str(slots),
-        "SCORING_MAX_QUEUE": str(slots),
+        **ScoringSettings.environment(max_batch_size=slots, max_queue=slots),
     }
 
 
@@ -121,12 +125,12 @@ def engine_memory(instance_type: str, model_size_gb: float | None) -> dict[str, 
     context is the deployment's prompt plus new-token limits (scoring.engines).
     """
     if is_gpu(instance_type):
-        return {"SCORING_GPU_MEMORY_UTILIZATION": f"{GPU_MEMORY_UTILIZATION:g}"}
+        return ScoringSettings.environment(gpu_memory_utilization=GPU_MEMORY_UTILIZATION)
     memory = CPU_INSTANCE_MEMORY_GB.get(instance_type)
     if memory is None:
         return {}  # an unlisted CPU SKU keeps the package default (SCORING_KV_CACHE_GIB)
     free = memory - CPU_RUNTIME_RESERVE_GB - (model_size_gb or 0.0)
-    return {"SCORING_KV_CACHE_GIB": str(max(1, math.floor(free / 2)))}
+    return ScoringSettings.environment(kv_cache_gib=max(1, math.floor(free / 2)))
 
 
 def derived_request_timeout_ms(
@@ -160,12 +164,35 @@ def server_env(
     """Server env vars derived from concurrency, timeout, token budget, model size and SKU."""
     env = server_concurrency(max_concurrent_requests_per_instance)
     env.update(engine_memory(instance_type, model_size_gb))
-    env["SCORING_REQUEST_TIMEOUT_S"] = f"{scoring_deadline_s(request_timeout_ms):g}"
-    if max_new_tokens:
-        env["SCORING_MAX_NEW_TOKENS"] = str(max_new_tokens)
+    env.update(
+        ScoringSettings.environment(
+            request_timeout_s=scoring_deadline_s(request_timeout_ms),
+            max_new_tokens=max_new_tokens or None,  # 0 or None: the package's own cap
+        )
+    )
     if model_size_gb is not None:
         env["WORKER_TIMEOUT"] = str(startup_budget(model_size_gb, engine).worker_timeout_s)
     return env
+
+
+# Set by the program from the deployment's pattern (plus analyze for the gate), never by hand.
+PROGRAM_SET = (ScoringSettings.env_name("patterns"),)
+
+
+def stack_variables(raw: Any) -> Any:
+    """A deployment's `environmentVariables` as a stack file may write them: string values, and
+    a scoring package variable only where its settings know the name and accept the value."""
+    for name, value in raw.items() if isinstance(raw, Mapping) else ():
+        if not isinstance(value, str):
+            raise invalid("string values", str(name), value)
+        if name in PROGRAM_SET:
+            raise invalid("leaving it out: the program sets it from the pattern name", name, value)
+        if problem := ScoringSettings.variable_problem(name, value):
+            raise invalid(problem, name, value)
+    return raw
+
+
+StackVariables = Annotated[dict[str, str], BeforeValidator(stack_variables)]
 
 
 def resolve(
@@ -182,7 +209,7 @@ def resolve(
         model_size_gb,
         deployment.instance_type,
         # The image's default engine is vLLM; a deployment may pin another with SCORING_ENGINE.
-        deployment.environment_variables.get("SCORING_ENGINE", "vllm"),
+        deployment.environment_variables.get(ScoringSettings.env_name("engine"), "vllm"),
     )
     resolved = deployment.model_copy(
         update={

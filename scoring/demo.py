@@ -19,10 +19,11 @@ from scoring.cli import format_analysis, format_generation
 from scoring.client import ScoringClient, ScoringError
 from scoring.demo_model import DEFAULT_OUT, ensure_demo_model
 from scoring.local_server import LocalOpenAIServer, LocalServer
+from scoring.settings import ScoringSettings
 
 QUESTIONS = ["What is the capital of France?", "Give me three tips for writing clear code."]
 # A laptop or a shared CPU decodes slowly: give each request more than the 60 s default.
-DEMO_ENV = {"SCORING_REQUEST_TIMEOUT_S": "300"}
+DEMO_ENV = ScoringSettings.environment(request_timeout_s=300)
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Colorless green ideas sleep furiously beneath quantum marmalade.",

@@ -23,10 +23,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scoring.settings import ScoringSettings
+
 log = logging.getLogger("scoring.metrics")
 
 EVENT = "scoring.request"
-SKIPPED_OFF = "not sampled: SCORING_METRICS_PERPLEXITY_SAMPLE is 0 (costs a forward pass)"
+SKIPPED_OFF = (
+    f"not sampled: {ScoringSettings.env_name('metrics_perplexity_sample')} is 0 "
+    "(costs a forward pass)"
+)
 SKIPPED_UNSAMPLED = "not sampled this request"
 
 
@@ -114,17 +119,15 @@ class MetricsRecorder:
             i["buckets"].add(n, {**attrs, "bucket": bucket})
 
     @classmethod
-    def from_environment(
-        cls, model: str, environ: Mapping[str, str] | None = None
+    def from_settings(
+        cls, model: str, settings: ScoringSettings, environ: Mapping[str, str] | None = None
     ) -> MetricsRecorder:
         """Log always; export to Application Insights when its connection string is set."""
-        env = os.environ if environ is None else environ
-        sample = float(env.get("SCORING_METRICS_PERPLEXITY_SAMPLE", "0"))
-        connection = app_insights_connection(env)
+        connection = app_insights_connection(os.environ if environ is None else environ)
         provider = None
         if connection:
             provider = _export_to_app_insights(connection)
-        return cls(model, min(max(sample, 0.0), 1.0), provider)
+        return cls(model, settings.metrics_perplexity_sample, provider)
 
 
 class PrometheusMetrics:

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from scoring.settings import ScoringSettings
+
 log = logging.getLogger("scoring.capture")
 
 REDACTED = "[REDACTED]"
@@ -135,27 +137,27 @@ class Capture:
         return True
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Capture:
-        """Capture as the deployment configured it (SCORING_CAPTURE* and SCORING_REDACT*)."""
-        env = os.environ if environ is None else environ
-        enabled = env.get("SCORING_CAPTURE", "false").lower() == "true"
-        fields = frozenset(
-            f.strip().lower() for f in env.get("SCORING_REDACT_FIELDS", "").split(",") if f.strip()
-        )
-        hook = env.get("SCORING_REDACTION_HOOK")
+    def from_settings(
+        cls, settings: ScoringSettings, environ: Mapping[str, str] | None = None
+    ) -> Capture:
+        """Capture as the deployment configured it (`capture`, `redact_fields` and the hook);
+        `environ` says whether Azure ML configured a data collector."""
+        fields = frozenset(name.lower() for name in settings.redact_fields)
+        hook = settings.redaction_hook
         redactor = Redactor(fields=fields, hook=load_hook(hook) if hook else None)
-        if not enabled:
+        if not settings.capture:
             return cls(redactor, LogSink(), 0.0, enabled=False)
-        if not collector_configured(env):
+        if not collector_configured(os.environ if environ is None else environ):
             # A local run (no Azure data collector): one JSON log line per exchange.
-            return cls(redactor, LogSink(), float(env.get("SCORING_CAPTURE_SAMPLE_RATE", "1")))
+            return cls(redactor, LogSink(), settings.capture_sample_rate)
         try:
             sink = CollectorSink()
         except ImportError as exc:
             raise RuntimeError(
-                "SCORING_CAPTURE=true and the deployment has a data collector, but "
-                "azureml-ai-monitoring is not installed in the image: captured payloads would go "
-                "to the container log. Add it to the environment (environments/*.conda.yaml)"
+                f"{ScoringSettings.env_name('capture')}=true and the deployment has a data "
+                "collector, but azureml-ai-monitoring is not installed in the image: captured "
+                "payloads would go to the container log. Add it to the environment "
+                "(environments/*.conda.yaml)"
             ) from exc
         # Azure's collector samples by the deployment's samplingRate itself.
         return cls(redactor, sink, 1.0)

@@ -46,8 +46,8 @@ def init() -> None:
     logging.basicConfig(level=os.environ.get("AZUREML_LOG_LEVEL", "INFO"))
     # The server configures logging before init(); give this package's loggers their own level
     # so the per-request metric lines reach stderr (and the deployment's console log).
-    logging.getLogger("scoring").setLevel(os.environ.get("SCORING_LOG_LEVEL", "INFO"))
     settings = ScoringSettings()
+    logging.getLogger("scoring").setLevel(settings.log_level)
     # Before the request threads exist: they will share these arenas (see scoring/allocator.py).
     limit_arenas(settings.malloc_arena_max)
     started = time.perf_counter()

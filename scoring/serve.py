@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +30,7 @@ from typing import Any
 
 import anyio
 import uvicorn
+from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -361,15 +361,16 @@ def _error_response(error: OpenAIError) -> Response:
     return JSONResponse(error.body(), error.status, error.headers)
 
 
-def create_app(server: OpenAIServer) -> Starlette:
+def create_app(server: OpenAIServer, settings: ScoringSettings | None = None) -> Starlette:
+    """The routes over `server`; `settings` (default: read from the environment) size the
+    worker threads."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Blocking service calls run on worker threads; allow every queued request one.
-        settings = ScoringSettings()
+        limits = settings or ScoringSettings()
         limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(
-            limiter.total_tokens, settings.max_queue + settings.max_batch_size
-        )
+        limiter.total_tokens = max(limiter.total_tokens, limits.max_queue + limits.max_batch_size)
         server.start_loading()
         yield
 
@@ -404,21 +405,32 @@ def service_loader(settings: ScoringSettings) -> Callable[[], ScoringService]:
     return load
 
 
+# Command-line options, each overriding one setting (whose variable it otherwise reads).
+OPTIONS = {
+    "--model-dir": "model_dir",
+    "--host": "host",
+    "--port": "port",
+    "--served-model-name": "served_model_name",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model-dir", help="model folder (default: SCORING_MODEL_DIR or the mount)"
-    )
-    parser.add_argument("--host", default=os.environ.get("SCORING_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SCORING_PORT", "8000")))
-    parser.add_argument("--served-model-name", default=os.environ.get("SCORING_SERVED_MODEL_NAME"))
+    for option, field in OPTIONS.items():
+        info = ScoringSettings.model_fields[field]
+        default = "" if info.default is None else f"; default {info.default}"
+        variable = ScoringSettings.env_name(field)
+        parser.add_argument(option, dest=field, help=f"{info.description} (or {variable}{default})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("SCORING_LOG_LEVEL", "INFO"))
-    if args.model_dir:
-        os.environ["SCORING_MODEL_DIR"] = args.model_dir
-    settings = ScoringSettings()
-    server = OpenAIServer(service_loader(settings), args.served_model_name)
-    uvicorn.run(create_app(server), host=args.host, port=args.port, log_level="warning")
+    given = {field: getattr(args, field) for field in OPTIONS.values()}
+    try:
+        settings = ScoringSettings(**{f: value for f, value in given.items() if value is not None})
+    except ValidationError as error:
+        parser.error(str(error))
+    logging.basicConfig(level=settings.log_level)
+    server = OpenAIServer(service_loader(settings), settings.served_model_name)
+    app = create_app(server, settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -186,8 +186,8 @@ class ScoringService:
             opened.lm,
             settings,
             engine=opened.engine,
-            metrics=MetricsRecorder.from_environment(opened.lm.name),
-            capture=Capture.from_environment(),
+            metrics=MetricsRecorder.from_settings(opened.lm.name, settings),
+            capture=Capture.from_settings(settings),
         )
         log.info("warm-up done in %.2f s", service.warm_up())
         return service
@@ -624,7 +624,8 @@ def _engine_for(lm: LoadedModel | ModelInfo, settings: ScoringSettings) -> Engin
         settings.engine == "vllm" and "engine" in settings.model_fields_set
     ):
         raise ValueError(
-            "SCORING_ENGINE=vllm loads the weights itself: build the service with "
+            f"{ScoringSettings.env_name('engine')}=vllm loads the weights itself: build the "
+            "service with "
             "scoring.engines.open_model(settings)"
         )
     return transformers_engine(lm, settings)

@@ -10,6 +10,7 @@ from typing import Any
 
 from infra.offline.harness import Plan, PlannedResource
 from infra.offline.mocks import NAME_KEYS
+from scoring.settings import ScoringSettings
 
 # Properties shown in the tree and compared between stacks, by type (camelCase dotted paths).
 KEY_PROPS: dict[str, tuple[str, ...]] = {
@@ -72,7 +73,7 @@ KEY_PROPS: dict[str, tuple[str, ...]] = {
         "properties.instanceType",
         "sku.capacity",
         "properties.egressPublicNetworkAccess",
-        "properties.environmentVariables.SCORING_PATTERNS",
+        f"properties.environmentVariables.{ScoringSettings.env_name('patterns')}",
     ),
     "azure-native:monitor:AutoscaleSetting": (
         "profiles.0.capacity.minimum",

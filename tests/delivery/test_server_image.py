@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from azure.core.exceptions import HttpResponseError
 from starlette.routing import Route
 
+from delivery.codeasset import SCORING_DIR, server_files
 from delivery.environment import (
     BASE_IMAGE,
     INFERENCE_CONFIG,
-    SCORING_DIR,
     SERVER_DIR,
+    SERVER_ENTRY,
     SERVER_PORT,
     ServerImageSpec,
     register_environment,
@@ -87,6 +92,46 @@ def test_a_code_change_is_a_new_image_version(tmp_path: Path) -> None:
     (scoring / "serve.py").write_text((scoring / "serve.py").read_text() + "\n# changed\n")
     assert ServerImageSpec(scoring_dir=scoring).version != before
     assert ServerImageSpec(image=BASE_IMAGE + "-other").version != before
+
+
+def test_the_image_holds_only_the_files_that_serve(tmp_path: Path) -> None:
+    """The same rule as the code asset: the server's entry module and what it imports."""
+    package = ServerImageSpec().stage(tmp_path) / "scoring"
+    staged = sorted(p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file())
+    assert staged == list(server_files(SCORING_DIR, SERVER_ENTRY))
+    assert "serve.py" in staged
+    assert not {"client.py", "cli.py", "report.py", "demo.py", "local_server.py"} & set(staged)
+    dockerfile = (package.parent / "Dockerfile").read_text()
+    assert f'"scoring.{SERVER_ENTRY.removesuffix(".py")}"' in dockerfile
+
+
+def test_the_staged_server_imports_only_from_the_image(tmp_path: Path) -> None:
+    """`python -m scoring.serve` in the build context finds every module it imports there."""
+    context = ServerImageSpec().stage(tmp_path)
+    probe = (
+        "import json, sys, scoring.serve, scoring.engines, scoring.vllm_engine\n"
+        "print(json.dumps({n: m.__file__ for n, m in sys.modules.items()"
+        " if n.split('.')[0] == 'scoring'}))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(context)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=context, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert "scoring.serve" in loaded
+    for name, path in loaded.items():
+        assert Path(path).is_relative_to(context), f"{name} came from {path}"
+
+
+def test_editing_the_client_or_report_keeps_the_image_version(tmp_path: Path) -> None:
+    scoring = shutil.copytree(
+        SCORING_DIR, tmp_path / "scoring", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    before = ServerImageSpec(scoring_dir=scoring).version
+    for tool in ("report.py", "client.py", "cli.py", "demo.py"):
+        (scoring / tool).write_text((scoring / tool).read_text() + "\n# changed\n")
+    assert ServerImageSpec(scoring_dir=scoring).version == before
 
 
 def test_a_dockerfile_without_the_base_image_argument_is_refused(tmp_path: Path) -> None:

@@ -290,3 +290,33 @@ def test_the_openai_server_rollout_deploys_the_image_without_code() -> None:
     assert rollouts["analyze"].props["deployment"]["server"] == "azmlinfsrv"
     spec = DeploymentSpec.from_props(generate)
     assert deployment_entity(spec, "byom-generate-dev", "blue").code_configuration is None
+
+
+@pytest.mark.parametrize(
+    ("variables", "name", "fragment"),
+    [
+        ({"SCORING_MAX_QUEU": "8"}, "SCORING_MAX_QUEU", "SCORING_MAX_QUEUE"),
+        ({"SCORING_MAX_QUEUE": "0"}, "SCORING_MAX_QUEUE", "greater than or equal to 1"),
+        ({"SCORING_ENGINE": "tgi"}, "SCORING_ENGINE", "'vllm', 'continuous' or 'serial'"),
+        ({"SCORING_PATTERNS": "analyze"}, "SCORING_PATTERNS", "sets it from the pattern name"),
+        ({"WORKER_TIMEOUT": 1200}, "WORKER_TIMEOUT", "string values"),
+    ],
+)
+def test_deployment_variables_are_checked_against_the_scoring_settings(
+    variables: dict, name: str, fragment: str
+) -> None:
+    """A SCORING_* variable must be a setting the package reads, with a value it accepts."""
+    deployments = {"generate": {"instanceType": "x", "environmentVariables": variables}}
+    with pytest.raises(ConfigError) as caught:
+        _parse(deployments=deployments)
+    variable = f"endpoints.deployments.generate.environmentVariables.{name}"
+    assert caught.value.key == f"azureml-byom:{variable}"
+    assert fragment in str(caught.value)
+
+
+def test_known_scoring_variables_and_others_pass_through() -> None:
+    variables = {"SCORING_ENGINE": "continuous", "SCORING_MAX_QUEUE": "4", "MY_FLAG": "on"}
+    deployments = {"generate": {"instanceType": "x", "environmentVariables": variables}}
+    [deployment] = _parse(deployments=deployments).endpoints.deployments
+    # As written, on top of the variables infra derives (explicit ones win).
+    assert variables.items() <= deployment.environment_variables.items()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from scoring.redaction import Capture, CollectorSink
+from scoring.settings import ScoringSettings
 
 
 class FakeCollector(ThreadingHTTPServer):
@@ -72,9 +73,7 @@ def collector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def test_redacted_payloads_reach_the_collector(collector) -> None:
     server, env = collector
-    capture = Capture.from_environment(
-        {**env, "SCORING_CAPTURE": "true", "SCORING_REDACT_FIELDS": "tokens"}
-    )
+    capture = Capture.from_settings(ScoringSettings(capture=True, redact_fields="tokens"), env)
     assert isinstance(capture.sink, CollectorSink)
     assert capture.record(
         {"prompt": "mail ada@example.org", "max_new_tokens": 4},
@@ -107,9 +106,9 @@ def test_a_deployment_collector_without_the_package_fails_at_start(
 
     monkeypatch.setattr(builtins, "__import__", no_monitoring)
     with pytest.raises(RuntimeError, match="azureml-ai-monitoring is not installed"):
-        Capture.from_environment({**env, "SCORING_CAPTURE": "true"})
+        Capture.from_settings(ScoringSettings(capture=True), env)
 
 
 def test_a_local_run_without_a_collector_logs_the_capture() -> None:
-    capture = Capture.from_environment({"SCORING_CAPTURE": "true"})
+    capture = Capture.from_settings(ScoringSettings(capture=True), {})
     assert not isinstance(capture.sink, CollectorSink)

@@ -123,11 +123,12 @@ def test_metrics_go_to_opentelemetry_when_a_provider_is_set() -> None:
     assert buckets == {"top10": 5, "beyond": 3}
 
 
-def test_from_environment_exports_only_with_a_connection_string() -> None:
-    """No connection string: logs only; perplexity sampling is read and clamped."""
-    recorder = MetricsRecorder.from_environment("m", {"SCORING_METRICS_PERPLEXITY_SAMPLE": "7"})
+def test_from_settings_exports_only_with_a_connection_string() -> None:
+    """No connection string: logs only; perplexity sampling comes from the settings."""
+    settings = ScoringSettings(metrics_perplexity_sample=0.5)
+    recorder = MetricsRecorder.from_settings("m", settings, {})
     assert recorder.meter_provider is None
-    assert recorder.perplexity_sample == 1.0
+    assert recorder.perplexity_sample == 0.5
 
 
 def test_redactor_masks_fields_and_patterns_in_nested_json() -> None:
@@ -173,13 +174,10 @@ def test_capture_hook_runs_last_and_sampling_skips(tmp_path: Path, monkeypatch) 
         "    return value\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    capture = Capture.from_environment(
-        {
-            "SCORING_CAPTURE": "true",
-            "SCORING_CAPTURE_SAMPLE_RATE": "1",
-            "SCORING_REDACTION_HOOK": "myhooks:drop_prompt",
-        }
+    settings = ScoringSettings(
+        capture=True, capture_sample_rate=1, redaction_hook="myhooks:drop_prompt"
     )
+    capture = Capture.from_settings(settings, {})
     sink = ListSink()
     capture.sink = sink
     assert capture.record({"prompt": "x", "text": "a@b.cd"}, {"ok": 1})
@@ -192,7 +190,7 @@ def test_capture_hook_runs_last_and_sampling_skips(tmp_path: Path, monkeypatch) 
 
 def test_capture_is_off_unless_the_deployment_enables_it() -> None:
     """Without SCORING_CAPTURE=true nothing is written."""
-    capture = Capture.from_environment({})
+    capture = Capture.from_settings(ScoringSettings(), {})
     assert not capture.enabled
     assert not capture.record({"prompt": "x"}, {})
 
