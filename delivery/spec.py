@@ -67,6 +67,12 @@ class ProbeSpec(Spec):
     success_threshold: whole(1, 10) = 1
 
 
+# LLM containers load weights before answering; probes wait for that (initial delay). Once up,
+# readiness fails fast (3 misses take the replica out of rotation), while liveness allows a long
+# stall, a long generation, before a restart (ProbeSpec's own failure threshold).
+READINESS_PROBE = ProbeSpec(failure_threshold=3)
+
+
 @pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
 class DataCollectionSpec(Spec):
     """Azure ML data collector (custom logging): which collections, sampled how often.
@@ -96,7 +102,7 @@ class DeploymentSpec:
     max_concurrent_requests_per_instance: int = 1
     request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS
     liveness_probe: ProbeSpec = field(default_factory=ProbeSpec)
-    readiness_probe: ProbeSpec = field(default_factory=lambda: ProbeSpec(failure_threshold=3))
+    readiness_probe: ProbeSpec = field(default_factory=lambda: READINESS_PROBE)
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     egress_public_network_access: str | None = "disabled"
     """None: not sent (a workspace managed network governs egress; the flag no longer applies)."""

@@ -17,6 +17,7 @@ from delivery.gate import GatePolicy
 from delivery.spec import (
     DEFAULT_CODE_DIR,
     DEFAULT_SCORING_SCRIPT,
+    READINESS_PROBE,
     REQUEST_TIMEOUT_MS,
     SERVERS,
     EgressAccess,
@@ -116,7 +117,7 @@ class DeploymentSettings(ConfigModel):
     # The managed endpoint maximum is 180 s.
     request_timeout_ms: RequestTimeoutMs | None = None
     liveness_probe: ProbeSpec = Field(default_factory=ProbeSpec)
-    readiness_probe: ProbeSpec = Field(default_factory=ProbeSpec)
+    readiness_probe: ProbeSpec = Field(default_factory=lambda: READINESS_PROBE)
     environment_variables: sizing.StackVariables = Field(default_factory=dict)
     autoscale: Annotated[AutoscaleSettings | None, Toggle] = None
     server: one_of(*SERVERS) = "azmlinfsrv"
@@ -198,16 +199,17 @@ def _size_gb(raw: Any) -> float | None:
 
 
 def _probe_defaults(deployment: Any, delay: int) -> Any:
-    # LLM containers load weights before answering; probes must wait for that. Readiness fails
-    # fast once up; liveness allows a long stall (a long generation) before a restart.
+    # Unset probe delays follow the model size; readiness fails faster than liveness
+    # (`delivery.spec.READINESS_PROBE`, else ProbeSpec's defaults).
     if not isinstance(deployment, Mapping):
         return deployment
-    blocks = {"livenessProbe": 30, "readinessProbe": 3}
+    readiness = {"failureThreshold": READINESS_PROBE.failure_threshold}
+    blocks: dict[str, dict[str, Any]] = {"livenessProbe": {}, "readinessProbe": readiness}
     probes = {
-        key: {"initialDelaySeconds": delay, "failureThreshold": failures, **given}
+        key: {"initialDelaySeconds": delay, **defaults, **given}
         if isinstance(given := deployment.get(key) or {}, Mapping)
         else given
-        for key, failures in blocks.items()
+        for key, defaults in blocks.items()
     }
     return {**deployment, **probes}
 

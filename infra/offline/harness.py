@@ -21,7 +21,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from infra.offline.mocks import MOCK_ORGANIZATION, MOCK_SUBSCRIPTION_ID, PlanMocks
 
-TESTED_WITH = "3.272.0"  # requirements.txt: pulumi==3.272.0
+TESTED_WITH = "3.272.0"  # requirements-infra.txt: pulumi==3.272.0
 # (module, attribute path) of every private or internal SDK API the harness relies on.
 PRIVATE_APIS = (
     ("pulumi.runtime.sync_await", "_sync_await"),
