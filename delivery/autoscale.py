@@ -10,9 +10,23 @@ scaled down to standby or deleted (autoscale would otherwise scale a standby bac
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import fields
 from typing import Any, Protocol
 
+from pydantic import model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from delivery.fields import (
+    HHMM,
+    SPEC_CONFIG,
+    Flag,
+    NotInStackFile,
+    Spec,
+    Text,
+    invalid,
+    one_of,
+    whole,
+)
 from delivery.workspace import WorkspaceRef
 
 AUTOSCALE_API_VERSION = "2022-10-01"
@@ -29,42 +43,101 @@ def autoscale_name(endpoint: str, slot: str) -> str:
     return f"{endpoint}-{slot}-autoscale"
 
 
-@dataclass(frozen=True)
-class OffHours:
+# Deployment metrics Azure Monitor autoscale can act on; which fit a deployment depends on its
+# SKU (an LLM on a GPU is GPU-bound), which the stack config checks (`infra.config_endpoints`).
+CPU_AUTOSCALE_METRICS = ("CpuUtilizationPercentage", "CpuMemoryUtilizationPercentage")
+GPU_AUTOSCALE_METRICS = ("GpuUtilizationPercentage", "GpuMemoryUtilizationPercentage")
+AUTOSCALE_METRICS = (*CPU_AUTOSCALE_METRICS, *GPU_AUTOSCALE_METRICS)
+# Managed online deployments cannot scale to zero.
+Instances = whole(1, 20)
+
+
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class OffHours(Spec):
     """A smaller capacity range outside working hours (recurring weekly profiles)."""
 
-    min_instances: int
-    max_instances: int
-    time_zone: str
-    workday_start: str
-    workday_end: str
-    weekends: bool = True
+    min_instances: Instances = 1
+    max_instances: Instances = 1
+    # Windows time zone name, as Azure Monitor autoscale takes it (`W. Europe Standard Time`).
+    time_zone: Text = "UTC"
+    # `HH:MM` when the working-hours range starts, and when the off-hours range starts.
+    workday_start: HHMM = "07:00"
+    workday_end: HHMM = "19:00"
+    # Off-hours all Saturday and Sunday too.
+    weekends: Flag = True
 
-
-@dataclass(frozen=True)
-class AutoscaleSpec:
-    """Capacity range and the metric rules, the same for whichever slot is live."""
-
-    location: str
-    min_instances: int
-    max_instances: int
-    default_instances: int
-    metric: str = "RequestsPerMinute"
-    scale_out_above: int = 70
-    scale_in_below: int = 30
-    cooldown_minutes: int = 5
-    off_hours: OffHours | None = None
-    tags: Mapping[str, str] | None = None
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_instances <= self.default_instances <= self.max_instances:
-            raise ValueError(
-                "autoscale needs 1 <= min_instances <= default_instances <= max_instances, got "
-                f"{self.min_instances}, {self.default_instances}, {self.max_instances}"
+    @model_validator(mode="after")
+    def _ordered(self) -> OffHours:
+        if self.workday_end <= self.workday_start:
+            raise invalid(
+                f"later than workdayStart {self.workday_start}", "workdayEnd", self.workday_end
             )
+        if self.max_instances < self.min_instances:
+            raise invalid(
+                f"at least minInstances ({self.min_instances})", "maxInstances", self.max_instances
+            )
+        return self
+
+    def to_props(self) -> dict[str, Any]:
+        """Plain values: the spec's own fields (a subclass's stack-file switches left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(OffHours)}
+
+
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class AutoscaleSpec(Spec):
+    """Capacity range and the metric rules, the same for whichever slot is live.
+
+    A stack file sets the range and rules; the deployment supplies where the setting lives, the
+    instance count it starts at, and its tags (`infra.endpoints`).
+    """
+
+    min_instances: Instances = 1
+    max_instances: Instances = 2
+    # None until the deployment's SKU picks it (`infra.config_endpoints`: GPU metrics on GPUs).
+    metric: one_of(*AUTOSCALE_METRICS) | None = None
+    scale_out_above: whole(1, 100) = 70
+    scale_in_below: whole(0, 99) = 25
+    # GPU instances take minutes to provision; a short cooldown would overshoot.
+    cooldown_minutes: whole(1, 1440) = 15
+    off_hours: OffHours | None = None
+    location: NotInStackFile[str] = ""
+    default_instances: NotInStackFile[int | None] = None
+    tags: NotInStackFile[Mapping[str, str] | None] = None
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AutoscaleSpec:
+        hi, lo = self.max_instances, self.min_instances
+        if hi < lo:
+            raise invalid(f"at least minInstances ({lo})", "maxInstances", hi)
+        off = self.off_hours
+        if off is not None and off.max_instances > hi:
+            allowed = f"at most maxInstances ({hi}): off-hours only scale down"
+            raise invalid(allowed, "offHours.maxInstances", off.max_instances)
+        if self.scale_in_below >= self.scale_out_above:
+            allowed = f"below scaleOutAbove ({self.scale_out_above})"
+            raise invalid(allowed, "scaleInBelow", self.scale_in_below)
+        if self.default_instances is not None:
+            self.check_instances("defaultInstances", self.default_instances)
+        return self
+
+    def check_instances(self, key: str, count: int) -> None:
+        """A deployment's instance count must lie within the range (`key` names it)."""
+        if not self.min_instances <= count <= self.max_instances:
+            allowed = f"within autoscale {self.min_instances}..{self.max_instances}"
+            raise invalid(allowed, key, count)
+
+    def for_deployment(
+        self, location: str, instances: int, tags: Mapping[str, str]
+    ) -> AutoscaleSpec:
+        """This spec for one deployment (its region, starting instance count and tags), as a
+        plain AutoscaleSpec: a stack file's switches (`enabled`) stay with the config."""
+        props = {**self.to_props(), "location": location, "default_instances": instances}
+        return AutoscaleSpec.from_props({**props, "tags": dict(tags)})
 
     def setting(self, target_id: str) -> dict[str, Any]:
         """The ARM body of the autoscale setting for one deployment."""
+        if self.metric is None or self.default_instances is None or not self.location:
+            raise ValueError("autoscale needs its metric, location and default_instances first")
         rules = [
             _rule(
                 self.metric,
@@ -111,7 +184,8 @@ class AutoscaleSpec:
 
     def to_props(self) -> dict[str, Any]:
         """Plain values for Pulumi inputs."""
-        props = asdict(self)
+        props = {f.name: getattr(self, f.name) for f in fields(AutoscaleSpec)}
+        props["off_hours"] = self.off_hours.to_props() if self.off_hours is not None else None
         props["tags"] = dict(self.tags or {})
         return props
 

@@ -110,6 +110,7 @@ def items(ok: Callable[[Any], Any], allowed: str, each: bool = False) -> BeforeV
 
 Flag = Annotated[bool, BeforeValidator(flag)]
 Text = text()
+HHMM = text(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", "a 24-hour time such as '07:00'")
 OrNone = AfterValidator(lambda v: v or None)  # 0 means "not set" for these keys
 
 

@@ -8,11 +8,19 @@ delivery CLI writes. Unset limits (timeouts, probe delays) are resolved by `infr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, PrivateAttr, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from delivery.fields import Flag, OrNone, Text, invalid, number, one_of, whole
+from delivery.autoscale import (
+    CPU_AUTOSCALE_METRICS,
+    GPU_AUTOSCALE_METRICS,
+    AutoscaleSpec,
+    OffHours,
+)
+from delivery.fields import SPEC_CONFIG, Flag, OrNone, Text, invalid, number, one_of, whole
 from delivery.gate import GatePolicy
 from delivery.spec import (
     DEFAULT_CODE_DIR,
@@ -27,78 +35,31 @@ from delivery.spec import (
 )
 from delivery.stackconfig import DELIVERY_NAMESPACE, EnvironmentConfig, ModelConfig
 from infra import sizing
-from infra.config_types import HHMM, ConfigError, ConfigModel, Toggle
+from infra.config_types import ConfigError, ConfigModel, Toggle
 from scoring.schemas import PATTERNS as SCORING_PATTERNS
 
 # Request patterns the scoring package serves (its pattern table); one endpoint each.
 PATTERNS = tuple(SCORING_PATTERNS)
 AUTH_MODES = ("AADToken", "AMLToken", "Key")
-# Deployment metrics Azure Monitor autoscale can act on.
-CPU_AUTOSCALE_METRICS = ("CpuUtilizationPercentage", "CpuMemoryUtilizationPercentage")
-GPU_AUTOSCALE_METRICS = ("GpuUtilizationPercentage", "GpuMemoryUtilizationPercentage")
-AUTOSCALE_METRICS = (*CPU_AUTOSCALE_METRICS, *GPU_AUTOSCALE_METRICS)
 # The keys the delivery CLI writes under `byom:`; serverEnvironment only matters to
 # `server: openai`.
 REQUIRED_DELIVERY_KEYS = ("model", "environment")
 DELIVERY_KEYS = (*REQUIRED_DELIVERY_KEYS, "serverEnvironment")
 
 
-class OffHoursSettings(ConfigModel):
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class OffHoursSettings(OffHours):
     """A smaller instance range outside working hours (nights, and weekends if set)."""
 
     enabled: Flag = True
-    # Managed online deployments cannot scale to zero.
-    min_instances: whole(1, 20) = 1
-    max_instances: whole(1, 20) = 1
-    time_zone: Text = "UTC"
-    """Windows time zone name, as Azure Monitor autoscale takes it (`W. Europe Standard Time`)."""
-    workday_start: HHMM = "07:00"
-    """`HH:MM` when the working-hours range starts."""
-    workday_end: HHMM = "19:00"
-    """`HH:MM` when the off-hours range starts."""
-    weekends: Flag = True
-    """Off-hours all Saturday and Sunday too."""
-
-    @model_validator(mode="after")
-    def _ordered(self) -> OffHoursSettings:
-        if self.workday_end <= self.workday_start:
-            raise invalid(
-                f"later than workdayStart {self.workday_start}", "workdayEnd", self.workday_end
-            )
-        if self.max_instances < self.min_instances:
-            raise invalid(
-                f"at least minInstances ({self.min_instances})", "maxInstances", self.max_instances
-            )
-        return self
 
 
-class AutoscaleSettings(ConfigModel):
+@pydantic_dataclass(frozen=True, config=SPEC_CONFIG)
+class AutoscaleSettings(AutoscaleSpec):
     """Azure Monitor autoscale for a deployment: instance range and metric thresholds."""
 
     enabled: Flag = True
-    min_instances: whole(1, 20) = 1
-    max_instances: whole(1, 20) = 2
-    metric: one_of(*AUTOSCALE_METRICS) | None = None
-    """None as parsed: GpuUtilizationPercentage on GPU instance types, else CPU utilisation."""
-    scale_out_above: whole(1, 100) = 70
-    scale_in_below: whole(0, 99) = 25
-    # GPU instances take minutes to provision; a short cooldown would overshoot.
-    cooldown_minutes: whole(1, 1440) = 15
     off_hours: Annotated[OffHoursSettings | None, Toggle] = None
-
-    @model_validator(mode="after")
-    def _ranges(self) -> AutoscaleSettings:
-        hi, lo = self.max_instances, self.min_instances
-        if hi < lo:
-            raise invalid(f"at least minInstances ({lo})", "maxInstances", hi)
-        off = self.off_hours
-        if off is not None and off.max_instances > hi:
-            allowed = f"at most maxInstances ({hi}): off-hours only scale down"
-            raise invalid(allowed, "offHours.maxInstances", off.max_instances)
-        if self.scale_in_below >= self.scale_out_above:
-            allowed = f"below scaleOutAbove ({self.scale_out_above})"
-            raise invalid(allowed, "scaleInBelow", self.scale_in_below)
-        return self
 
 
 class DeploymentSettings(ConfigModel):
@@ -146,11 +107,9 @@ class DeploymentSettings(ConfigModel):
             )
             raise invalid(allowed, "maxNewTokens", max_new)
         scale = self.autoscale
-        if scale and not scale.min_instances <= self.instance_count <= scale.max_instances:
-            allowed = f"within autoscale {scale.min_instances}..{scale.max_instances}"
-            raise invalid(allowed, "instanceCount", self.instance_count)
         if scale is None:
             return self
+        scale.check_instances("instanceCount", self.instance_count)
         # An LLM on a GPU is GPU-bound: its CPU stays low while requests queue.
         gpu = sizing.is_gpu(self.instance_type)
         metrics = GPU_AUTOSCALE_METRICS if gpu else CPU_AUTOSCALE_METRICS
@@ -158,7 +117,7 @@ class DeploymentSettings(ConfigModel):
             allowed = f"{', '.join(metrics)} on {'GPU' if gpu else 'CPU'} {self.instance_type}"
             raise invalid(allowed, "autoscale.metric", scale.metric)
         metric = scale.metric or metrics[0]
-        return self.model_copy(update={"autoscale": scale.model_copy(update={"metric": metric})})
+        return self.model_copy(update={"autoscale": replace(scale, metric=metric)})
 
 
 class DeliveryRecords(ConfigModel):

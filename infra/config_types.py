@@ -36,7 +36,6 @@ Cidr = Annotated[
     text(describe="an IPv4 CIDR such as 10.20.0.0/16"), AfterValidator(lambda v: cidr(v))
 ]
 GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-HHMM = text(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", "a 24-hour time such as '07:00'")
 
 
 def cidr(value: str) -> str:

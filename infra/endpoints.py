@@ -22,7 +22,7 @@ from pulumiverse_time import Sleep
 
 from delivery.stages import TAG_RELEASE
 from infra import roles
-from infra.config_endpoints import AutoscaleSettings, DeploymentSettings, EndpointsSettings
+from infra.config_endpoints import DeploymentSettings, EndpointsSettings
 from infra.config_operations import MonitoringSettings
 from infra.config_platform import PrincipalSettings
 from infra.monitoring import ROLLOUT_SIGNALS, alert_rule_name
@@ -233,8 +233,13 @@ class Endpoints(pulumi.ComponentResource):
                 endpoint_name=endpoint.name,
                 deployment=spec,
                 policy=policy,
+                # Per-slot autoscale settings (`delivery.autoscale`), not a Pulumi
+                # `AutoscaleSetting`: its target is create-only in Azure, so one setting
+                # re-pointed at each new live slot fails (TargetResourceIdIsImmutable).
                 autoscale=(
-                    _autoscale_spec(args, deployment, deployment.autoscale)
+                    deployment.autoscale.for_deployment(
+                        args.location, deployment.instance_count, args.tags
+                    )
                     if deployment.autoscale is not None
                     else None
                 ),
@@ -247,40 +252,3 @@ def _declared_release(rollout: Any) -> pulumi.Output[Any]:
     from infra.rollout import INPUT_KEYS
 
     return pulumi.Output.all(**{key: getattr(rollout, key) for key in INPUT_KEYS})
-
-
-def _autoscale_spec(
-    args: EndpointsArgs, deployment: DeploymentSettings, scale: AutoscaleSettings
-) -> Any:
-    """The rollout's per-slot autoscale rules (`delivery.autoscale`): each slot its own setting.
-
-    Not a Pulumi `AutoscaleSetting`: its target is create-only in Azure, so one setting re-pointed
-    at each new live slot fails (TargetResourceIdIsImmutable); the rollout creates the new slot's
-    setting before it takes traffic and removes the old one with its slot.
-    """
-    from delivery.autoscale import AutoscaleSpec, OffHours
-
-    off = scale.off_hours
-    return AutoscaleSpec(
-        location=args.location,
-        min_instances=scale.min_instances,
-        max_instances=scale.max_instances,
-        default_instances=deployment.instance_count,
-        metric=scale.metric,
-        scale_out_above=scale.scale_out_above,
-        scale_in_below=scale.scale_in_below,
-        cooldown_minutes=scale.cooldown_minutes,
-        off_hours=(
-            OffHours(
-                min_instances=off.min_instances,
-                max_instances=off.max_instances,
-                time_zone=off.time_zone,
-                workday_start=off.workday_start,
-                workday_end=off.workday_end,
-                weekends=off.weekends,
-            )
-            if off is not None
-            else None
-        ),
-        tags=dict(args.tags),
-    )

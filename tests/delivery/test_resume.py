@@ -8,6 +8,7 @@ release with its gate and the bake of the step it stopped in, under the alert wa
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +264,13 @@ def test_abort_after_a_hard_kill_returns_traffic_and_records_it(
     assert abort(fake, ENDPOINT) is None  # nothing unfinished any more
 
 
-SCALE = AutoscaleSpec(location="westeurope", min_instances=1, max_instances=4, default_instances=2)
+SCALE = AutoscaleSpec(
+    location="westeurope",
+    min_instances=1,
+    max_instances=4,
+    default_instances=2,
+    metric="CpuUtilizationPercentage",
+)
 
 
 def test_each_slot_gets_its_own_autoscale_before_traffic_across_blue_green_blue(
@@ -352,3 +359,19 @@ def test_the_abort_command_is_what_a_cancelled_job_runs(fake: FakeWorkspace, two
     assert fake.traffic(ENDPOINT) == {"blue": 100}
     assert delivery_cli.main(argv, workspace_factory=lambda ref: fake, out=out) == 0
     assert "no unfinished release" in out.getvalue()
+
+
+def test_autoscale_spec_built_in_code_keeps_the_same_rules() -> None:
+    """The rules the stack config enforces hold for a spec built in code or rebuilt from props."""
+    from pydantic import ValidationError
+
+    from delivery.autoscale import OffHours
+
+    with pytest.raises(ValidationError, match=r"within autoscale 1\.\.4"):
+        replace(SCALE, default_instances=5)
+    with pytest.raises(ValidationError, match="off-hours only scale down"):
+        replace(SCALE, off_hours=OffHours(max_instances=5))
+    with pytest.raises(ValidationError, match="below scaleOutAbove"):
+        replace(SCALE, scale_in_below=SCALE.scale_out_above)
+    with pytest.raises(ValueError, match="metric"):
+        replace(SCALE, metric=None).setting("/x/deployments/blue")

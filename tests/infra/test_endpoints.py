@@ -320,3 +320,81 @@ def test_known_scoring_variables_and_others_pass_through() -> None:
     [deployment] = _parse(deployments=deployments).endpoints.deployments
     # As written, on top of the variables infra derives (explicit ones win).
     assert variables.items() <= deployment.environment_variables.items()
+
+
+def _autoscaled(autoscale: dict[str, Any], instance_type: str = "Standard_NC24ads_A100_v4") -> Any:
+    deployment = {"instanceType": instance_type, "autoscale": autoscale}
+    [parsed] = _parse(deployments={"generate": deployment}).endpoints.deployments
+    return parsed
+
+
+def _key_of(autoscale: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        _autoscaled(autoscale)
+    return caught.value.key
+
+
+def test_autoscale_config_parses_into_the_delivery_spec_with_its_defaults() -> None:
+    """The stack file's autoscale block is a `delivery.autoscale.AutoscaleSpec` (one type, one set
+    of defaults); the metric follows the SKU; the rollout gets a plain spec for its deployment."""
+    from delivery.autoscale import AutoscaleSpec, OffHours
+
+    gpu = _autoscaled({"offHours": {"timeZone": "W. Europe Standard Time"}})
+    scale = gpu.autoscale
+    assert isinstance(scale, AutoscaleSpec)
+    assert isinstance(scale.off_hours, OffHours)
+    defaults = AutoscaleSpec()
+    for name in ("min_instances", "max_instances", "scale_out_above", "scale_in_below"):
+        assert getattr(scale, name) == getattr(defaults, name), name
+    assert scale.cooldown_minutes == defaults.cooldown_minutes
+    assert scale.off_hours.time_zone == "W. Europe Standard Time"
+    assert scale.metric == "GpuUtilizationPercentage"
+    assert _autoscaled({}, "Standard_DS3_v2").autoscale.metric == "CpuUtilizationPercentage"
+    assert _autoscaled({"enabled": False}).autoscale is None
+    assert _autoscaled({"offHours": {"enabled": False}}).autoscale.off_hours is None
+
+    rollout = scale.for_deployment("swedencentral", gpu.instance_count, {"owner": "o"})
+    assert type(rollout) is AutoscaleSpec
+    assert type(rollout.off_hours) is OffHours
+    props = rollout.to_props()
+    assert "enabled" not in props
+    assert "enabled" not in props["off_hours"]
+    assert AutoscaleSpec.from_props(props) == rollout
+    assert rollout.setting("/x/deployments/blue")["location"] == "swedencentral"
+
+
+@pytest.mark.parametrize(
+    ("autoscale", "key"),
+    [
+        ({"minInstances": 3, "maxInstances": 2}, "autoscale.maxInstances"),
+        ({"scaleOutAbove": 50, "scaleInBelow": 50}, "autoscale.scaleInBelow"),
+        ({"maxInstances": 2, "offHours": {"maxInstances": 3}}, "autoscale.offHours.maxInstances"),
+        ({"offHours": {"minInstances": 2, "maxInstances": 1}}, "autoscale.offHours.maxInstances"),
+        (
+            {"offHours": {"workdayStart": "19:00", "workdayEnd": "07:00"}},
+            "autoscale.offHours.workdayEnd",
+        ),
+        ({"offHours": {"workdayStart": "7am"}}, "autoscale.offHours.workdayStart"),
+        ({"metric": "CpuUtilizationPercentage"}, "autoscale.metric"),
+        ({"cooldownMinutes": 0}, "autoscale.cooldownMinutes"),
+        ({"minInstances": 0}, "autoscale.minInstances"),
+        ({"scaleDown": 1}, "autoscale.scaleDown"),
+        ({"location": "westeurope"}, "autoscale.location"),
+    ],
+)
+def test_autoscale_rules_fail_naming_the_key(autoscale: dict[str, Any], key: str) -> None:
+    """The spec's bounds and cross-field rules, read from a stack file, name the stack key;
+    values the deployment supplies (location) are not stack keys."""
+    assert _key_of(autoscale) == f"azureml-byom:endpoints.deployments.generate.{key}"
+
+
+def test_probe_defaults_come_from_the_delivery_spec() -> None:
+    """Readiness fails fast (READINESS_PROBE), liveness keeps ProbeSpec's default, given or not."""
+    from delivery.spec import READINESS_PROBE, ProbeSpec
+
+    for given in ({}, {"readinessProbe": {"periodSeconds": 5}, "livenessProbe": {}}):
+        deployment = {"instanceType": "Standard_NC24ads_A100_v4", **given}
+        [parsed] = _parse(deployments={"generate": deployment}).endpoints.deployments
+        assert parsed.readiness_probe.failure_threshold == READINESS_PROBE.failure_threshold
+        assert parsed.liveness_probe.failure_threshold == ProbeSpec().failure_threshold
+    assert READINESS_PROBE.failure_threshold < ProbeSpec().failure_threshold

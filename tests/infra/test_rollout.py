@@ -215,7 +215,13 @@ def test_the_resource_registers_under_pulumi_mocks_without_azure(tmp_path: Path)
     assert registered["code_hash"] == code_hash(code)
 
 
-SCALE = AutoscaleSpec(location="westeurope", min_instances=1, max_instances=3, default_instances=1)
+SCALE = AutoscaleSpec(
+    location="westeurope",
+    min_instances=1,
+    max_instances=3,
+    default_instances=1,
+    metric="CpuUtilizationPercentage",
+)
 
 
 @pytest.fixture
