@@ -58,24 +58,19 @@ def build_policies() -> list[ResourceValidationPolicy | StackValidationPolicy]:
     policies: list[ResourceValidationPolicy | StackValidationPolicy] = []
     for spec in POLICIES:
         schema = PolicyConfigSchema(properties=dict(spec.schema)) if spec.schema else None
-        if spec.stack_rule is not None:
-            policies.append(
-                StackValidationPolicy(
-                    name=spec.name,
-                    description=spec.description,
-                    validate=_stack_validator(spec),
-                    config_schema=schema,
-                    remediation_steps=spec.remediation,
-                )
+        # A stack rule sees every resource at once; any other rule sees one resource at a time.
+        policy, validate = (
+            (StackValidationPolicy, _stack_validator(spec))
+            if spec.stack_rule is not None
+            else (ResourceValidationPolicy, _validator(spec))
+        )
+        policies.append(
+            policy(
+                name=spec.name,
+                description=spec.description,
+                validate=validate,
+                config_schema=schema,
+                remediation_steps=spec.remediation,
             )
-        else:
-            policies.append(
-                ResourceValidationPolicy(
-                    name=spec.name,
-                    description=spec.description,
-                    validate=_validator(spec),
-                    config_schema=schema,
-                    remediation_steps=spec.remediation,
-                )
-            )
+        )
     return policies
