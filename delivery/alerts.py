@@ -57,16 +57,9 @@ class AzureMonitorAlerts:
     @classmethod
     def connect(cls, ref: WorkspaceRef) -> AzureMonitorAlerts:
         """Authenticate with the release credential (`delivery.credential`)."""
-        from azure.mgmt.core import ARMPipelineClient
-        from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
+        from delivery.credential import arm_client
 
-        from delivery.credential import ARM_SCOPE, credential
-
-        policy = ARMChallengeAuthenticationPolicy(credential(), ARM_SCOPE)
-        client = ARMPipelineClient(
-            base_url="https://management.azure.com", authentication_policy=policy
-        )
-        return cls(ref, client)
+        return cls(ref, arm_client())
 
     def fired(self, endpoint: str, rules: Sequence[str]) -> list[FiredAlert]:
         from azure.core.rest import HttpRequest

@@ -249,18 +249,9 @@ class AzureAutoscale:
     @classmethod
     def connect(cls, ref: WorkspaceRef) -> AzureAutoscale:
         """Authenticate with the release credential (`delivery.credential`)."""
-        from azure.mgmt.core import ARMPipelineClient
-        from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
+        from delivery.credential import arm_client
 
-        from delivery.credential import ARM_SCOPE, credential
-
-        policy = ARMChallengeAuthenticationPolicy(credential(), ARM_SCOPE)
-        return cls(
-            ref,
-            ARMPipelineClient(
-                base_url="https://management.azure.com", authentication_policy=policy
-            ),
-        )
+        return cls(ref, arm_client())
 
     def _send(self, method: str, name: str, body: Mapping[str, Any] | None = None) -> Any:
         from azure.core.rest import HttpRequest

@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.mgmt.core import ARMPipelineClient
 
 # The audience Entra ID expects in a federated credential's assertion.
 GITHUB_AUDIENCE = "api://AzureADTokenExchange"
-ARM_SCOPE = "https://management.azure.com/.default"
+ARM_ENDPOINT = "https://management.azure.com"
+ARM_SCOPE = f"{ARM_ENDPOINT}/.default"
 AML_SCOPE = "https://ml.azure.com/.default"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 
@@ -94,3 +96,13 @@ def credential(
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential()
+
+
+def arm_client() -> ARMPipelineClient:
+    """A client for ARM REST calls that have no SDK here (azure-mgmt-core's pipeline), with the
+    credential for this process."""
+    from azure.mgmt.core import ARMPipelineClient
+    from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
+
+    policy = ARMChallengeAuthenticationPolicy(credential(), ARM_SCOPE)
+    return ARMPipelineClient(base_url=ARM_ENDPOINT, authentication_policy=policy)
