@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from delivery.credential import ARM_ENDPOINT
 from delivery.workspace import WorkspaceRef
 
 ALERTS_API_VERSION = "2019-05-05-preview"
@@ -67,7 +68,7 @@ class AzureMonitorAlerts:
         target = f"{self._ref.arm_id}/onlineEndpoints/{endpoint}"
         request = HttpRequest(
             "GET",
-            f"/subscriptions/{self._ref.subscription_id}/providers/"
+            f"{ARM_ENDPOINT}/subscriptions/{self._ref.subscription_id}/providers/"
             "Microsoft.AlertsManagement/alerts",
             params={
                 "api-version": ALERTS_API_VERSION,

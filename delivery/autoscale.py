@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pydantic import model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from delivery.credential import ARM_ENDPOINT
 from delivery.fields import (
     HHMM,
     SPEC_CONFIG,
@@ -257,7 +258,7 @@ class AzureAutoscale:
         from azure.core.rest import HttpRequest
 
         url = (
-            f"/subscriptions/{self._ref.subscription_id}/resourceGroups/"
+            f"{ARM_ENDPOINT}/subscriptions/{self._ref.subscription_id}/resourceGroups/"
             f"{self._ref.resource_group}/providers/Microsoft.Insights/autoscalesettings/{name}"
         )
         request = HttpRequest(method, url, params={"api-version": AUTOSCALE_API_VERSION}, json=body)

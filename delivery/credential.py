@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.core.pipeline.transport import HttpTransport
     from azure.mgmt.core import ARMPipelineClient
 
 # The audience Entra ID expects in a federated credential's assertion.
@@ -98,11 +99,18 @@ def credential(
     return DefaultAzureCredential()
 
 
-def arm_client() -> ARMPipelineClient:
+def arm_client(*, transport: HttpTransport | None = None) -> ARMPipelineClient:
     """A client for ARM REST calls that have no SDK here (azure-mgmt-core's pipeline), with the
-    credential for this process."""
+    credential for this process and azure-core's retry policy."""
+    from azure.core.configuration import Configuration
+    from azure.core.pipeline.policies import RetryPolicy
     from azure.mgmt.core import ARMPipelineClient
     from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
 
-    policy = ARMChallengeAuthenticationPolicy(credential(), ARM_SCOPE)
-    return ARMPipelineClient(base_url=ARM_ENDPOINT, authentication_policy=policy)
+    # ARMPipelineClient builds its pipeline from a Configuration; with `authentication_policy`
+    # alone it refuses to start ("requires to pass 'config' if you don't pass 'policies'").
+    config: Configuration = Configuration()
+    config.authentication_policy = ARMChallengeAuthenticationPolicy(credential(), ARM_SCOPE)
+    config.retry_policy = RetryPolicy()
+    extra = {"transport": transport} if transport is not None else {}
+    return ARMPipelineClient(base_url=ARM_ENDPOINT, config=config, **extra)
