@@ -289,11 +289,9 @@ class AzureMLWorkspace:
         with PipelineClient(base_url="", policies=[auth]) as client:
             discovery = client.send_request(_get(str(workspace.discovery_url)))
             discovery.raise_for_status()
-            scope = (
-                f"/subscriptions/{self._ml.subscription_id}/resourceGroups/"
-                f"{self._ml.resource_group_name}/providers/Microsoft.MachineLearningServices/"
-                f"workspaces/{self._ml.workspace_name}"
-            )
+            scope = WorkspaceRef(
+                self._ml.subscription_id, self._ml.resource_group_name, self._ml.workspace_name
+            ).arm_id
             url = (
                 f"{discovery.json()['api'].rstrip('/')}/environment/v1.0{scope}"
                 f"/environments/{quote(name, safe='')}/versions/{quote(version, safe='')}/image"
