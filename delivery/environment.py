@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from azure.ai.ml.entities import BuildContext, Environment
 
+from delivery.assets import environment_asset_id
 from delivery.codeasset import SCORING_DIR, server_files
 from delivery.packaging import HASH_PREFIX, AssetConflictError, version_from_hash
 from delivery.workspace import WorkspaceClient
@@ -85,7 +86,7 @@ class _HashVersioned:
     @property
     def asset_id(self) -> str:
         """The workspace asset reference a deployment names: `azureml:<name>:<version>`."""
-        return f"azureml:{self.name}:{self.version}"
+        return environment_asset_id(self.name, self.version)
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ class RegisteredEnvironment:
     @property
     def asset_id(self) -> str:
         """The workspace asset reference a deployment names."""
-        return f"azureml:{self.name}:{self.version}"
+        return environment_asset_id(self.name, self.version)
 
 
 def register_environment(
