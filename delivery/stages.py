@@ -151,7 +151,9 @@ class Stages:
                     f"{self.previous} (recorded in the endpoint tag {TAG_RELEASE})"
                 ) from exc
             raise
-        self._record("done", 100)
+        # The split stays as the last step left it; only the record says the release is done.
+        done = self._record_for("done", 100)
+        self.workspace.set_traffic(self.endpoint, self._split(100), {}, done.tags())
         return self.history
 
     def shadow(self) -> None:
@@ -159,9 +161,7 @@ class Stages:
         assert self.previous is not None
         if self.policy.mirror_percent:
             # Mirror only to a deployment with no live traffic (service rule).
-            self._set(
-                {self.previous: 100}, {self.target: self.policy.mirror_percent}, "shadow", record=0
-            )
+            self._set({self.previous: 100}, {self.target: self.policy.mirror_percent}, "shadow")
             self._bake_and_smoke(f"mirror {self.policy.mirror_percent}%", self.policy.step_wait_s)
         self.gate()
 
@@ -213,20 +213,9 @@ class Stages:
     def _record_for(self, stage: str, share: int, reason: str = "") -> ReleaseRecord:
         return ReleaseRecord(self.target, self.previous, self.fingerprint, stage, share, reason)
 
-    def _record(self, stage: str, share: int) -> None:
-        traffic = self._split(share) if self.previous is not None else {self.target: share}
-        self.workspace.set_traffic(
-            self.endpoint, traffic, {}, self._record_for(stage, share).tags()
-        )
-
-    def _set(
-        self,
-        traffic: dict[str, int],
-        mirror: dict[str, int],
-        stage: str,
-        record: int | None = None,
-    ) -> None:
-        share = traffic.get(self.target, 0) if record is None else record
+    def _set(self, traffic: dict[str, int], mirror: dict[str, int], stage: str) -> None:
+        # The record's share is the target's live share (mirrored traffic is not live).
+        share = traffic.get(self.target, 0)
         log.info("%s: traffic %s mirror %s (%s)", self.endpoint, traffic, mirror, stage)
         tags = self._record_for(stage, share).tags()
         self.workspace.set_traffic(self.endpoint, traffic, mirror, tags)
