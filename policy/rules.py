@@ -556,14 +556,13 @@ def diagnostic_settings(
 ) -> list[tuple[StackResource | None, str]]:
     """Online endpoints, workspace, key vault, registry and blob service send logs to Log
     Analytics; endpoints their traffic, console and event logs."""
-    uris = [r.props.get("resourceUri") for r in resources if r.type == DIAGNOSTIC_SETTING]
-    if not all(isinstance(u, str) for u in uris):
-        return []  # ids not known yet (first preview): nothing can be concluded
-    by_uri = {
-        str(r.props.get("resourceUri")).lower().rstrip("/"): r
-        for r in resources
-        if r.type == DIAGNOSTIC_SETTING
-    }
+    by_uri: dict[str, StackResource] = {}
+    for r in resources:
+        if r.type == DIAGNOSTIC_SETTING:
+            uri = r.props.get("resourceUri")
+            if not isinstance(uri, str):
+                return []  # ids not known yet (first preview): nothing can be concluded
+            by_uri[uri.lower().rstrip("/")] = r
 
     def setting(suffix: str) -> StackResource | None:
         return next((d for uri, d in by_uri.items() if uri.endswith(suffix.lower())), None)
