@@ -13,6 +13,7 @@ import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         ManagedOnlineEndpoint,
         Model,
         ProbeSettings,
+        Workspace,
     )
     from azure.core.credentials import TokenCredential
 
@@ -271,7 +273,13 @@ class AzureMLWorkspace:
         return ImageRef(registry, repository, self._digest(registry, repository, tag or "latest"))
 
     def container_registry(self) -> str:
-        return str(self._ml.workspaces.get(self._ml.workspace_name).container_registry)
+        return str(self._workspace.container_registry)
+
+    @cached_property
+    def _workspace(self) -> Workspace:
+        # Read once: its registry and discovery URL stay as they are while this client lives,
+        # and a promotion asks for them once per environment and once per registry.
+        return self._ml.workspaces.get(self._ml.workspace_name)
 
     def _image_details(self, name: str, version: str) -> dict[str, Any]:
         # azure-ai-ml has no call for an environment's built image. Azure ML's environment API
@@ -284,10 +292,9 @@ class AzureMLWorkspace:
 
         from delivery.credential import ARM_SCOPE
 
-        workspace = self._ml.workspaces.get(self._ml.workspace_name)
         auth = BearerTokenCredentialPolicy(self._token_source(), ARM_SCOPE)
         with PipelineClient(base_url="", policies=[auth]) as client:
-            discovery = client.send_request(_get(str(workspace.discovery_url)))
+            discovery = client.send_request(_get(str(self._workspace.discovery_url)))
             discovery.raise_for_status()
             scope = WorkspaceRef(
                 self._ml.subscription_id, self._ml.resource_group_name, self._ml.workspace_name
