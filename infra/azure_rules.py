@@ -315,12 +315,9 @@ class Operation:
     `managed-network` (the workspace has one), `release-runner` (the stack has one)."""
 
 
-_BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
-_FILES = "Microsoft.Storage/storageAccounts/fileServices/fileshares/files"
-_PULL = "Microsoft.ContainerRegistry/registries/pull/read"
-_ACR = "Microsoft.ContainerRegistry/registries"
+_PULL = f"{roles.REGISTRIES}/pull/read"
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("deployer", "upload code and model", f"{_BLOBS}/write", True, "storage"),
+    Operation("deployer", "upload code and model", f"{roles.BLOBS}/write", True, "storage"),
     Operation(
         "deployer",
         "create deployments",
@@ -329,7 +326,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "workspace",
     ),
     Operation("deployer", "smoke-test and gate", roles.SCORE_ACTION, False, "endpoints"),
-    Operation("endpoint", "read model", f"{_BLOBS}/read", True, "storage"),
+    Operation("endpoint", "read model", f"{roles.BLOBS}/read", True, "storage"),
     Operation("endpoint", "pull image", _PULL, False, "registry"),
     Operation(
         "endpoint",
@@ -338,13 +335,15 @@ OPERATIONS: tuple[Operation, ...] = (
         False,
         "workspace",
     ),
-    Operation("endpoint", "write capture", f"{_BLOBS}/write", True, "capture-container", "capture"),
+    Operation(
+        "endpoint", "write capture", f"{roles.BLOBS}/write", True, "capture-container", "capture"
+    ),
     Operation("invokers", "invoke", roles.SCORE_ACTION, False, "endpoints"),
     Operation("compute", "pull image", _PULL, False, "registry"),
     Operation(
         "compute",
         "push built image",
-        "Microsoft.ContainerRegistry/registries/push/write",
+        f"{roles.REGISTRIES}/push/write",
         False,
         "registry",
         "image-build",
@@ -352,7 +351,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "release-runner",
         "import promoted images by digest",
-        f"{_ACR}/importImage/action",
+        f"{roles.REGISTRIES}/importImage/action",
         False,
         "registry",
         "release-runner",
@@ -386,14 +385,14 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "promoters",
         "read the images they promote",
-        f"{_ACR}/repositories/content/read",
+        f"{roles.REGISTRIES}/repositories/content/read",
         True,
         "registry",
     ),
-    Operation("compute", "write job outputs", f"{_BLOBS}/write", True, "storage"),
-    Operation("compute", "use the file share", f"{_FILES}/write", True, "storage"),
-    Operation("data-scientists", "use the file share", f"{_FILES}/write", True, "storage"),
-    Operation("data-scientists", "use datastores", f"{_BLOBS}/write", True, "storage"),
+    Operation("compute", "write job outputs", f"{roles.BLOBS}/write", True, "storage"),
+    Operation("compute", "use the file share", f"{roles.FILES}/write", True, "storage"),
+    Operation("data-scientists", "use the file share", f"{roles.FILES}/write", True, "storage"),
+    Operation("data-scientists", "use datastores", f"{roles.BLOBS}/write", True, "storage"),
     *(
         Operation(
             "workspace",
@@ -517,7 +516,7 @@ def _view(plan: Plan, settings: StackConfig) -> _View:
 
 
 def _permissions(view: _View, role_definition_id: str) -> roles.Permissions | None:
-    guid = role_definition_id.rstrip("/").rsplit("/", 1)[-1].lower()
+    guid = roles.role_guid(role_definition_id).lower()
     return roles.BUILT_IN_PERMISSIONS.get(guid) or view.custom_roles.get(guid)
 
 

@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 
 from infra import roles
+from infra.azure_rules import RESOURCE_GROUP, ROLE_ASSIGNMENT, ROLE_DEFINITION
 from infra.config import StackConfig
 from infra.plan import REPO_ROOT, STACKS, Plan, compare_rows, plan, settings_for, stack_config
 
@@ -28,10 +29,7 @@ _SECTION = re.compile(
     r"(<!-- END generated: (?P=name) -->)",
     re.DOTALL,
 )
-ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
-ROLE_DEFINITION = "azure-native:authorization:RoleDefinition"
 LOCK = "azure-native:authorization:ManagementLockAtResourceGroupLevel"
-RESOURCE_GROUP = "azure-native:resources:ResourceGroup"
 
 
 def _cell(value: str) -> str:
@@ -49,7 +47,7 @@ def dev_prod_table(plans: Mapping[str, Plan]) -> str:
 def _role_label(
     role_definition_id: str, custom: Mapping[str, str], out_of_band: Mapping[str, str]
 ) -> str:
-    guid = role_definition_id.rstrip("/").rsplit("/", 1)[-1]
+    guid = roles.role_guid(role_definition_id)
     if guid in roles.BUILT_IN_PERMISSIONS:
         return f"{roles.BUILT_IN_PERMISSIONS[guid].name} (`{guid}`)"
     if guid in custom:

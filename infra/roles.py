@@ -84,9 +84,9 @@ class Permissions:
 
 
 _ML = "Microsoft.MachineLearningServices/workspaces"
-_ACR = "Microsoft.ContainerRegistry/registries"
-_BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
-_FILES = "Microsoft.Storage/storageAccounts/fileServices/fileshares/files"
+REGISTRIES = "Microsoft.ContainerRegistry/registries"
+BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+FILES = "Microsoft.Storage/storageAccounts/fileServices/fileshares/files"
 # Built-in role contents as Azure publishes them (built-in-roles reference), for the roles this
 # program grants. infra.azure_rules checks every operation the platform performs against these.
 BUILT_IN_PERMISSIONS: Mapping[str, Permissions] = {
@@ -102,10 +102,10 @@ BUILT_IN_PERMISSIONS: Mapping[str, Permissions] = {
         "Container Registry Data Importer and Data Reader",
         # The control-plane trigger of `az acr import`, plus read-only data access (pull,
         # repositories, tags, manifests) to check what was imported and to import from here.
-        actions=(f"{_ACR}/importImage/action", f"{_ACR}/read"),
+        actions=(f"{REGISTRIES}/importImage/action", f"{REGISTRIES}/read"),
         data_actions=(
-            f"{_ACR}/repositories/content/read",
-            f"{_ACR}/repositories/metadata/read",
+            f"{REGISTRIES}/repositories/content/read",
+            f"{REGISTRIES}/repositories/metadata/read",
         ),
     ),
     # Listed so the access table can tell what it lacks: for all its breadth (shared keys of Log
@@ -159,7 +159,7 @@ BUILT_IN_PERMISSIONS: Mapping[str, Permissions] = {
             "Microsoft.Storage/storageAccounts/blobServices/containers/read",
             "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
         ),
-        data_actions=(f"{_BLOBS}/read",),
+        data_actions=(f"{BLOBS}/read",),
     ),
     STORAGE_BLOB_DATA_CONTRIBUTOR: Permissions(
         "Storage Blob Data Contributor",
@@ -170,22 +170,22 @@ BUILT_IN_PERMISSIONS: Mapping[str, Permissions] = {
             "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
         ),
         data_actions=(
-            f"{_BLOBS}/delete",
-            f"{_BLOBS}/read",
-            f"{_BLOBS}/write",
-            f"{_BLOBS}/move/action",
-            f"{_BLOBS}/add/action",
+            f"{BLOBS}/delete",
+            f"{BLOBS}/read",
+            f"{BLOBS}/write",
+            f"{BLOBS}/move/action",
+            f"{BLOBS}/add/action",
         ),
     ),
     STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR: Permissions(
         "Storage File Data Privileged Contributor",
         data_actions=(
-            f"{_FILES}/read",
-            f"{_FILES}/write",
-            f"{_FILES}/delete",
-            f"{_FILES}/modifypermissions/action",
-            f"{_FILES}/readFileBackupSemantics/action",
-            f"{_FILES}/writeFileBackupSemantics/action",
+            f"{FILES}/read",
+            f"{FILES}/write",
+            f"{FILES}/delete",
+            f"{FILES}/modifypermissions/action",
+            f"{FILES}/readFileBackupSemantics/action",
+            f"{FILES}/writeFileBackupSemantics/action",
         ),
     ),
     AZUREML_DATA_SCIENTIST: Permissions(
@@ -259,6 +259,11 @@ def assignment_guid(scope: str, principal_id: str, role_definition_id: str) -> s
 def custom_role_guid(assignable_scope: str, role: str) -> str:
     """Id of a custom role definition, unique in the tenant: derived from where it may be used."""
     return stable_guid(assignable_scope.lower(), "role", role)
+
+
+def role_guid(role_definition_id: str) -> str:
+    """The GUID at the end of a role definition's ARM id (a bare GUID stays as it is)."""
+    return role_definition_id.rstrip("/").rsplit("/", 1)[-1]
 
 
 def built_in_role_id(subscription_id: pulumi.Input[str], guid: str) -> pulumi.Output[str]:
