@@ -25,6 +25,7 @@ from typing import Any
 from infra import roles
 from infra.config import StackConfig
 from infra.identity import INVOKER_ROLE
+from infra.offline.mocks import NAME_KEYS
 from infra.plan import Plan, PlannedResource, prop
 
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
@@ -258,9 +259,7 @@ CREATE_ONLY: Mapping[str, Mapping[str, Callable[[Any, Any], bool]]] = {
 
 
 def _name_of(resource: PlannedResource) -> Any:
-    from infra.offline.mocks import NAME_KEYS as _NAME_KEYS
-
-    return resource.props.get(_NAME_KEYS.get(resource.type, ""))
+    return resource.props.get(NAME_KEYS.get(resource.type, ""))
 
 
 def _replaced_by(resource: PlannedResource, path: str) -> bool:

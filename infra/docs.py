@@ -117,13 +117,11 @@ def deployer_rights(p: Plan, out_of_band: Mapping[str, str]) -> str:
 @cache  # the plans are deterministic: one computation per process
 def generated_sections() -> dict[str, str]:
     """Every generated section's content, by name."""
-    plans = {stack: plan(stack, release=True) for stack in STACKS}
+    configs = {stack: stack_config(stack, release=True)[1] for stack in STACKS}
+    plans = {stack: plan(stack, config=configs[stack]) for stack in STACKS}
     sections = {"dev-prod": dev_prod_table(plans)}
     rights = {
-        stack: deployer_rights(
-            plans[stack],
-            out_of_band_roles(settings_for(stack, stack_config(stack, release=True)[1])),
-        )
+        stack: deployer_rights(plans[stack], out_of_band_roles(settings_for(stack, configs[stack])))
         for stack in STACKS
     }
     sections["deployer-rights"] = (
