@@ -54,7 +54,7 @@ class ReleaseRunnerArgs:
     resource_group_name: pulumi.Input[str]
     resource_group_id: pulumi.Input[str]
     subscription_id: pulumi.Input[str]
-    vnet_id: pulumi.Input[str]
+    vnet_name: pulumi.Input[str]
     workspace_id: pulumi.Input[str]
     storage_account_id: pulumi.Input[str]
     registry_id: pulumi.Input[str]
@@ -103,9 +103,7 @@ class ReleaseRunner(pulumi.ComponentResource):
             f"{name}-subnet",
             subnet_name=n.name(Kind.SUBNET, "runner"),
             resource_group_name=rg,
-            virtual_network_name=pulumi.Output.from_input(args.vnet_id).apply(
-                lambda vnet_id: vnet_id.rstrip("/").rsplit("/", 1)[-1]
-            ),
+            virtual_network_name=args.vnet_name,
             address_prefix=s.subnet,
             delegations=[
                 network.DelegationArgs(
@@ -125,25 +123,6 @@ class ReleaseRunner(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
-        grants = [
-            # Deployments, traffic, invoke (score action) and asset registration in the workspace.
-            (args.workspace_id, roles.AZUREML_DATA_SCIENTIST, "workspace", "Releases models."),
-            # Code and model uploads go to the workspace storage (identity-based datastore).
-            (
-                args.storage_account_id,
-                roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
-                "storage",
-                "Uploads release code and model files.",
-            ),
-            # Promotion imports dev's image into this registry by digest (ACR import is a control-
-            # plane action AcrPush lacks); the role also reads the registry to check the result.
-            (
-                args.registry_id,
-                roles.ACR_IMPORTER,
-                "registry",
-                "Imports promoted images by digest (delivery.promote).",
-            ),
-        ]
         # Per-slot autoscale settings and the alerts the release watches: a role of exactly that
         # (roles.RELEASE_AUTOSCALER_ACTIONS), since no built-in role is that narrow.
         autoscaler_id = roles.custom_role(
@@ -157,18 +136,40 @@ class ReleaseRunner(pulumi.ComponentResource):
             subscription_id=args.subscription_id,
             opts=child,
         )
-        role_ids = [
-            (scope, roles.built_in_role_id(args.subscription_id, role), label, description)
-            for scope, role, label, description in grants
-        ]
-        role_ids.append(
+
+        def built_in(role: str) -> pulumi.Output[str]:
+            return roles.built_in_role_id(args.subscription_id, role)
+
+        grants = [
+            # Deployments, traffic, invoke (score action) and asset registration in the workspace.
+            (
+                args.workspace_id,
+                built_in(roles.AZUREML_DATA_SCIENTIST),
+                "workspace",
+                "Releases models.",
+            ),
+            # Code and model uploads go to the workspace storage (identity-based datastore).
+            (
+                args.storage_account_id,
+                built_in(roles.STORAGE_BLOB_DATA_CONTRIBUTOR),
+                "storage",
+                "Uploads release code and model files.",
+            ),
+            # Promotion imports dev's image into this registry by digest (ACR import is a control-
+            # plane action AcrPush lacks); the role also reads the registry to check the result.
+            (
+                args.registry_id,
+                built_in(roles.ACR_IMPORTER),
+                "registry",
+                "Imports promoted images by digest (delivery.promote).",
+            ),
             (
                 args.resource_group_id,
                 autoscaler_id,
                 "monitoring",
                 "Creates per-slot autoscale settings and reads alerts.",
-            )
-        )
+            ),
+        ]
         assignments = [
             roles.assign(
                 f"{name}-{label}",
@@ -179,7 +180,7 @@ class ReleaseRunner(pulumi.ComponentResource):
                 description=description,
                 opts=child,
             )
-            for scope, role_id, label, description in role_ids
+            for scope, role_id, label, description in grants
         ]
         environment = app.ManagedEnvironment(
             f"{name}-environment",

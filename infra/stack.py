@@ -110,7 +110,7 @@ def main() -> dict[str, Any]:
                     workspace.resource_group_name,
                 ),
                 subscription_id=client.subscription_id,
-                vnet_id=network.vnet_id,
+                vnet_name=network.vnet_name,
                 workspace_id=workspace.workspace_id,
                 storage_account_id=workspace.storage_account_id,
                 registry_id=workspace.registry_id,
