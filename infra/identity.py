@@ -23,6 +23,7 @@ class IdentityArgs:
     location: str
     subscription_id: pulumi.Input[str]
     resource_group_name: pulumi.Input[str]
+    resource_group_id: pulumi.Input[str]
     tags: Mapping[str, str]
     workspace_id: pulumi.Input[str]
     storage_account_id: pulumi.Input[str]
@@ -68,9 +69,7 @@ class Identity(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         n = args.namer
         tags = dict(args.tags)
-        rg_id = pulumi.Output.concat(
-            "/subscriptions/", args.subscription_id, "/resourceGroups/", args.resource_group_name
-        )
+        rg_id = pulumi.Output.from_input(args.resource_group_id)
         scopes: dict[str, pulumi.Input[str]] = {
             "resource-group": rg_id,
             "workspace": args.workspace_id,

@@ -67,6 +67,11 @@ def main() -> dict[str, Any]:
         ),
     )
 
+    # The scope of the stack's resource-group-wide grants and custom roles.
+    resource_group_id = pulumi.Output.concat(
+        "/subscriptions/", client.subscription_id, "/resourceGroups/", workspace.resource_group_name
+    )
+
     network = None
     if private_endpoints:
         network = Network(
@@ -103,12 +108,7 @@ def main() -> dict[str, Any]:
                 location=settings.location,
                 tags=tags,
                 resource_group_name=workspace.resource_group_name,
-                resource_group_id=pulumi.Output.concat(
-                    "/subscriptions/",
-                    client.subscription_id,
-                    "/resourceGroups/",
-                    workspace.resource_group_name,
-                ),
+                resource_group_id=resource_group_id,
                 subscription_id=client.subscription_id,
                 vnet_name=network.vnet_name,
                 workspace_id=workspace.workspace_id,
@@ -125,6 +125,7 @@ def main() -> dict[str, Any]:
             location=settings.location,
             subscription_id=client.subscription_id,
             resource_group_name=workspace.resource_group_name,
+            resource_group_id=resource_group_id,
             tags=tags,
             workspace_id=workspace.workspace_id,
             storage_account_id=workspace.storage_account_id,
