@@ -24,7 +24,6 @@ from typing import Any
 
 from infra import roles
 from infra.config import StackConfig
-from infra.identity import INVOKER_ROLE
 from infra.offline.mocks import NAME_KEYS
 from infra.plan import Plan, PlannedResource, prop
 
@@ -39,7 +38,6 @@ VAULT = "azure-native:keyvault:Vault"
 REGISTRY = "azure-native:containerregistry:Registry"
 IDENTITY = "azure-native:managedidentity:UserAssignedIdentity"
 RESOURCE_GROUP = "azure-native:resources:ResourceGroup"
-CUSTOM_ROLES = (INVOKER_ROLE, roles.RELEASE_AUTOSCALER)
 
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -155,7 +153,9 @@ def check_tenant_unique_names(plan: Plan) -> list[Finding]:
                 )
         if r.type == ROLE_DEFINITION:
             scopes = r.props.get("assignableScopes") or []
-            expected_ids = {roles.custom_role_guid(str(s), c) for s in scopes for c in CUSTOM_ROLES}
+            expected_ids = {
+                roles.custom_role_guid(str(s), c.key) for s in scopes for c in roles.CUSTOM_ROLES
+            }
             if r.props.get("roleDefinitionId") not in expected_ids:
                 findings.append(
                     Finding(
@@ -434,6 +434,16 @@ def _within(scope: str, target: str) -> bool:
     return target == scope or target.startswith(scope + "/")
 
 
+def out_of_band_roles(settings: StackConfig) -> dict[str, roles.CustomRole]:
+    """The custom roles the stack file names by GUID instead of declaring them."""
+    runner = settings.release_runner
+    named = {
+        settings.identity.invoker_role_id: roles.ENDPOINT_INVOKER,
+        runner and runner.autoscaler_role_id: roles.RELEASE_AUTOSCALER,
+    }
+    return {guid: role for guid, role in named.items() if guid}
+
+
 @dataclass(frozen=True)
 class _View:
     """What the access check needs from a plan: principals, scopes, role contents."""
@@ -501,16 +511,9 @@ def _view(plan: Plan, settings: StackConfig) -> _View:
                 str(r.props.get("roleName")),
                 actions=tuple(a for p in r.props.get("permissions") or [] for a in p["actions"]),
             )
-    if ident.invoker_role_id:
+    for guid, role in out_of_band_roles(settings).items():
         # Created out of band exactly as docs/infrastructure.md defines it.
-        custom[ident.invoker_role_id.lower()] = roles.Permissions(
-            "endpoint invoker (out of band)", actions=(roles.SCORE_ACTION,)
-        )
-    runner_role = settings.release_runner and settings.release_runner.autoscaler_role_id
-    if runner_role:
-        custom[runner_role.lower()] = roles.Permissions(
-            "release autoscaler (out of band)", actions=roles.RELEASE_AUTOSCALER_ACTIONS
-        )
+        custom[guid.lower()] = roles.Permissions(f"{role.title} (out of band)", role.actions)
     return _View(principals, scopes, conditions, custom)
 
 

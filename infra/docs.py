@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
-from infra import roles
+from infra import azure_rules, roles
 from infra.azure_rules import RESOURCE_GROUP, ROLE_ASSIGNMENT, ROLE_DEFINITION
 from infra.config import StackConfig
 from infra.plan import REPO_ROOT, STACKS, Plan, compare_rows, plan, settings_for, stack_config
@@ -57,12 +57,10 @@ def _role_label(
 
 def out_of_band_roles(settings: StackConfig) -> dict[str, str]:
     """The custom roles the stack file names instead of declaring them, by GUID."""
-    named = {
-        settings.identity.invoker_role_id: "the AzureML online endpoint invoker role",
-        settings.release_runner
-        and settings.release_runner.autoscaler_role_id: "the AzureML release autoscaler role",
+    return {
+        guid: f"the {role.title} role"
+        for guid, role in azure_rules.out_of_band_roles(settings).items()
     }
-    return {guid: name for guid, name in named.items() if guid}
 
 
 def _custom_role_name(props: Mapping[str, object]) -> str:

@@ -12,8 +12,6 @@ from infra import roles
 from infra.config_platform import PrincipalSettings
 from infra.naming import Kind, Namer
 
-INVOKER_ROLE = "endpoint-invoker"
-
 
 @dataclass(frozen=True)
 class IdentityArgs:
@@ -232,13 +230,9 @@ class Identity(pulumi.ComponentResource):
 
         invoker_id = roles.custom_role(
             f"{name}-invoker-role",
-            key=INVOKER_ROLE,
+            roles.ENDPOINT_INVOKER,
             resource_group_id=rg_id,
-            role_name=pulumi.Output.concat(
-                "AzureML online endpoint invoker (", args.resource_group_name, ")"
-            ),
-            description="May call the scoring URI of online endpoints, nothing else.",
-            actions=(roles.SCORE_ACTION,),
+            resource_group_name=args.resource_group_name,
             existing=args.invoker_role_id,
             subscription_id=args.subscription_id,
             opts=child,

@@ -127,11 +127,9 @@ class ReleaseRunner(pulumi.ComponentResource):
         # (roles.RELEASE_AUTOSCALER_ACTIONS), since no built-in role is that narrow.
         autoscaler_id = roles.custom_role(
             f"{name}-autoscaler-role",
-            key=roles.RELEASE_AUTOSCALER,
+            roles.RELEASE_AUTOSCALER,
             resource_group_id=pulumi.Output.from_input(args.resource_group_id),
-            role_name=pulumi.Output.concat("AzureML release autoscaler (", rg, ")"),
-            description="May manage autoscale settings and read fired alerts, nothing else.",
-            actions=roles.RELEASE_AUTOSCALER_ACTIONS,
+            resource_group_name=rg,
             existing=s.autoscaler_role_id,
             subscription_id=args.subscription_id,
             opts=child,

@@ -59,7 +59,6 @@ SHORT_NAMES = {
 """Readable labels for logical resource names (`identity-endpoint-registry-acr-pull`)."""
 
 SCORE_ACTION = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action"
-RELEASE_AUTOSCALER = "release-autoscaler"
 # What a release job does in Azure Monitor besides the workspace: its own autoscale setting per
 # slot (created before the slot takes traffic, deleted with it) and the endpoint's fired alerts.
 # No built-in role is this narrow: Monitoring Contributor, the obvious pick, has no autoscale
@@ -70,6 +69,35 @@ RELEASE_AUTOSCALER_ACTIONS = (
     "Microsoft.Insights/autoscalesettings/delete",
     "Microsoft.AlertsManagement/alerts/read",
 )
+
+
+@dataclass(frozen=True)
+class CustomRole:
+    """A role no built-in role matches: declared per resource group by the stack, or created
+    once out of band with exactly these actions and named in the stack file by its GUID."""
+
+    key: str
+    """Part of its tenant-unique id (`custom_role_guid`)."""
+    title: str
+    """Its name without the resource group (names are unique in the tenant)."""
+    description: str
+    actions: tuple[str, ...]
+
+
+ENDPOINT_INVOKER = CustomRole(
+    "endpoint-invoker",
+    "AzureML online endpoint invoker",
+    "May call the scoring URI of online endpoints, nothing else.",
+    (SCORE_ACTION,),
+)
+# Per-slot autoscale settings and the alerts the release watches.
+RELEASE_AUTOSCALER = CustomRole(
+    "release-autoscaler",
+    "AzureML release autoscaler",
+    "May manage autoscale settings and read fired alerts, nothing else.",
+    RELEASE_AUTOSCALER_ACTIONS,
+)
+CUSTOM_ROLES = (ENDPOINT_INVOKER, RELEASE_AUTOSCALER)
 
 
 @dataclass(frozen=True)
@@ -278,12 +306,10 @@ def built_in_role_id(subscription_id: pulumi.Input[str], guid: str) -> pulumi.Ou
 
 def custom_role(
     name: str,
+    role: CustomRole,
     *,
-    key: str,
     resource_group_id: pulumi.Output[str],
-    role_name: pulumi.Input[str],
-    description: str,
-    actions: tuple[str, ...],
+    resource_group_name: pulumi.Input[str],
     existing: str | None,
     subscription_id: pulumi.Input[str],
     opts: pulumi.ResourceOptions,
@@ -295,14 +321,14 @@ def custom_role(
     return authorization.RoleDefinition(
         name,
         # Custom role ids are unique in the tenant: derived from the only scope it serves.
-        role_definition_id=resource_group_id.apply(lambda rg: custom_role_guid(rg, key)),
+        role_definition_id=resource_group_id.apply(lambda rg: custom_role_guid(rg, role.key)),
         # Custom role names are unique per tenant, so the resource group name is part of it.
-        role_name=role_name,
-        description=description,
+        role_name=pulumi.Output.concat(role.title, " (", resource_group_name, ")"),
+        description=role.description,
         role_type="CustomRole",
         scope=resource_group_id,
         assignable_scopes=[resource_group_id],
-        permissions=[authorization.PermissionArgs(actions=list(actions))],
+        permissions=[authorization.PermissionArgs(actions=list(role.actions))],
         opts=opts,
     ).id
 
