@@ -496,12 +496,11 @@ def _view(plan: Plan, settings: StackConfig) -> _View:
             f"{ids[st.urn]}/blobServices/default/containers/azureml-blobstore-"
             f"{ws.outputs.get('workspaceId')}"
         ]
-    monitoring = settings.monitoring
     conditions = {
         "always": True,
-        "capture": bool(settings.endpoints and monitoring and monitoring.data_collection.enabled),
+        "capture": settings.request_capture,
         "image-build": bool(ws and ws.props.get("imageBuildCompute")),
-        "managed-network": settings.workspace.isolation_mode != "Disabled",
+        "managed-network": settings.workspace.managed_network,
         "release-runner": runner is not None,
     }
     custom: dict[str, roles.Permissions] = {}

@@ -29,14 +29,8 @@ def main() -> dict[str, Any]:
     ws_settings = settings.workspace
     cluster_name = n.name(Kind.COMPUTE_CLUSTER) if settings.compute.cluster else None
     private_endpoints = settings.network.private_endpoints
-    managed_network = ws_settings.isolation_mode != "Disabled"
     # A private registry cannot build images itself; the cluster does it instead.
     image_build_compute = cluster_name if settings.network.private else None
-    capture = (
-        settings.endpoints is not None
-        and settings.monitoring is not None
-        and settings.monitoring.data_collection.enabled
-    )
 
     workspace = Workspace(
         "workspace",
@@ -134,9 +128,13 @@ def main() -> dict[str, Any]:
             deployer=settings.identity.deployer,
             promoters=settings.identity.promoters,
             invoker_role_id=settings.identity.invoker_role_id,
-            workspace_principal_id=workspace.workspace_principal_id if managed_network else None,
+            workspace_principal_id=(
+                workspace.workspace_principal_id if ws_settings.managed_network else None
+            ),
             image_builder=image_build_compute is not None,
-            capture_container_id=workspace.default_container_id if capture else None,
+            capture_container_id=(
+                workspace.default_container_id if settings.request_capture else None
+            ),
         ),
     )
 
@@ -153,7 +151,7 @@ def main() -> dict[str, Any]:
                 identity_id=identity.compute_identity_id,
                 tags=tags,
                 # Without the managed network there is no other way out to the internet.
-                node_public_ip=ws_settings.isolation_mode == "Disabled",
+                node_public_ip=not ws_settings.managed_network,
                 instance=settings.compute.instance,
                 cluster=settings.compute.cluster,
                 cluster_name=cluster_name,
