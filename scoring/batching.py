@@ -235,7 +235,7 @@ class SerialEngine(_TransformersAnalysis):
             raise QueueFullError("the serial engine's queue is full")
         try:
             queued = time.monotonic()
-            self._acquire_model(job)
+            job.acquire(self._model_lock, POLL_S)  # gives up when the job stops
             try:
                 wait = time.monotonic() - queued
                 result = plain_generate(self.lm, prompt_ids, params, job)
@@ -244,14 +244,6 @@ class SerialEngine(_TransformersAnalysis):
                 self._model_lock.release()
         finally:
             self._room.release()
-
-    def _acquire_model(self, job: Job) -> None:
-        """Wait for the model; give up when the job is cancelled or its deadline passes."""
-        while not self._model_lock.acquire(timeout=max(min(POLL_S, job.remaining()), 0.0)):
-            job.check()
-        if (error := job.stop_error()) is not None:
-            self._model_lock.release()
-            raise error
 
 
 class _JobWatch(StoppingCriteria):

@@ -142,10 +142,8 @@ class _Gate:
         if not self._room.acquire(blocking=False):
             raise QueueFullError(f"{self.waiting} requests already waiting")
         try:
-            while not self._slots.acquire(timeout=max(min(self.POLL_S, job.remaining()), 0.0)):
-                job.check()
+            job.acquire(self._slots, self.POLL_S)
             try:
-                job.check()
                 yield
             finally:
                 self._slots.release()
