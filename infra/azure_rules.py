@@ -24,7 +24,7 @@ from typing import Any
 
 from infra import roles
 from infra.config import StackConfig
-from infra.identity import INVOKER_ROLE
+from infra.offline.mocks import NAME_KEYS
 from infra.plan import Plan, PlannedResource, prop
 
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
@@ -38,7 +38,6 @@ VAULT = "azure-native:keyvault:Vault"
 REGISTRY = "azure-native:containerregistry:Registry"
 IDENTITY = "azure-native:managedidentity:UserAssignedIdentity"
 RESOURCE_GROUP = "azure-native:resources:ResourceGroup"
-CUSTOM_ROLES = (INVOKER_ROLE, roles.RELEASE_AUTOSCALER)
 
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -154,7 +153,9 @@ def check_tenant_unique_names(plan: Plan) -> list[Finding]:
                 )
         if r.type == ROLE_DEFINITION:
             scopes = r.props.get("assignableScopes") or []
-            expected_ids = {roles.custom_role_guid(str(s), c) for s in scopes for c in CUSTOM_ROLES}
+            expected_ids = {
+                roles.custom_role_guid(str(s), c.key) for s in scopes for c in roles.CUSTOM_ROLES
+            }
             if r.props.get("roleDefinitionId") not in expected_ids:
                 findings.append(
                     Finding(
@@ -258,9 +259,7 @@ CREATE_ONLY: Mapping[str, Mapping[str, Callable[[Any, Any], bool]]] = {
 
 
 def _name_of(resource: PlannedResource) -> Any:
-    from infra.offline.mocks import NAME_KEYS as _NAME_KEYS
-
-    return resource.props.get(_NAME_KEYS.get(resource.type, ""))
+    return resource.props.get(NAME_KEYS.get(resource.type, ""))
 
 
 def _replaced_by(resource: PlannedResource, path: str) -> bool:
@@ -315,12 +314,9 @@ class Operation:
     `managed-network` (the workspace has one), `release-runner` (the stack has one)."""
 
 
-_BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
-_FILES = "Microsoft.Storage/storageAccounts/fileServices/fileshares/files"
-_PULL = "Microsoft.ContainerRegistry/registries/pull/read"
-_ACR = "Microsoft.ContainerRegistry/registries"
+_PULL = f"{roles.REGISTRIES}/pull/read"
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("deployer", "upload code and model", f"{_BLOBS}/write", True, "storage"),
+    Operation("deployer", "upload code and model", f"{roles.BLOBS}/write", True, "storage"),
     Operation(
         "deployer",
         "create deployments",
@@ -329,7 +325,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "workspace",
     ),
     Operation("deployer", "smoke-test and gate", roles.SCORE_ACTION, False, "endpoints"),
-    Operation("endpoint", "read model", f"{_BLOBS}/read", True, "storage"),
+    Operation("endpoint", "read model", f"{roles.BLOBS}/read", True, "storage"),
     Operation("endpoint", "pull image", _PULL, False, "registry"),
     Operation(
         "endpoint",
@@ -338,13 +334,15 @@ OPERATIONS: tuple[Operation, ...] = (
         False,
         "workspace",
     ),
-    Operation("endpoint", "write capture", f"{_BLOBS}/write", True, "capture-container", "capture"),
+    Operation(
+        "endpoint", "write capture", f"{roles.BLOBS}/write", True, "capture-container", "capture"
+    ),
     Operation("invokers", "invoke", roles.SCORE_ACTION, False, "endpoints"),
     Operation("compute", "pull image", _PULL, False, "registry"),
     Operation(
         "compute",
         "push built image",
-        "Microsoft.ContainerRegistry/registries/push/write",
+        f"{roles.REGISTRIES}/push/write",
         False,
         "registry",
         "image-build",
@@ -352,7 +350,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "release-runner",
         "import promoted images by digest",
-        f"{_ACR}/importImage/action",
+        f"{roles.REGISTRIES}/importImage/action",
         False,
         "registry",
         "release-runner",
@@ -386,14 +384,14 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "promoters",
         "read the images they promote",
-        f"{_ACR}/repositories/content/read",
+        f"{roles.REGISTRIES}/repositories/content/read",
         True,
         "registry",
     ),
-    Operation("compute", "write job outputs", f"{_BLOBS}/write", True, "storage"),
-    Operation("compute", "use the file share", f"{_FILES}/write", True, "storage"),
-    Operation("data-scientists", "use the file share", f"{_FILES}/write", True, "storage"),
-    Operation("data-scientists", "use datastores", f"{_BLOBS}/write", True, "storage"),
+    Operation("compute", "write job outputs", f"{roles.BLOBS}/write", True, "storage"),
+    Operation("compute", "use the file share", f"{roles.FILES}/write", True, "storage"),
+    Operation("data-scientists", "use the file share", f"{roles.FILES}/write", True, "storage"),
+    Operation("data-scientists", "use datastores", f"{roles.BLOBS}/write", True, "storage"),
     *(
         Operation(
             "workspace",
@@ -434,6 +432,16 @@ def allows(permissions: roles.Permissions, action: str, data: bool) -> bool:
 def _within(scope: str, target: str) -> bool:
     scope, target = scope.lower().rstrip("/"), target.lower().rstrip("/")
     return target == scope or target.startswith(scope + "/")
+
+
+def out_of_band_roles(settings: StackConfig) -> dict[str, roles.CustomRole]:
+    """The custom roles the stack file names by GUID instead of declaring them."""
+    runner = settings.release_runner
+    named = {
+        settings.identity.invoker_role_id: roles.ENDPOINT_INVOKER,
+        runner and runner.autoscaler_role_id: roles.RELEASE_AUTOSCALER,
+    }
+    return {guid: role for guid, role in named.items() if guid}
 
 
 @dataclass(frozen=True)
@@ -488,12 +496,11 @@ def _view(plan: Plan, settings: StackConfig) -> _View:
             f"{ids[st.urn]}/blobServices/default/containers/azureml-blobstore-"
             f"{ws.outputs.get('workspaceId')}"
         ]
-    monitoring = settings.monitoring
     conditions = {
         "always": True,
-        "capture": bool(settings.endpoints and monitoring and monitoring.data_collection.enabled),
+        "capture": settings.request_capture,
         "image-build": bool(ws and ws.props.get("imageBuildCompute")),
-        "managed-network": settings.workspace.isolation_mode != "Disabled",
+        "managed-network": settings.workspace.managed_network,
         "release-runner": runner is not None,
     }
     custom: dict[str, roles.Permissions] = {}
@@ -503,21 +510,14 @@ def _view(plan: Plan, settings: StackConfig) -> _View:
                 str(r.props.get("roleName")),
                 actions=tuple(a for p in r.props.get("permissions") or [] for a in p["actions"]),
             )
-    if ident.invoker_role_id:
+    for guid, role in out_of_band_roles(settings).items():
         # Created out of band exactly as docs/infrastructure.md defines it.
-        custom[ident.invoker_role_id.lower()] = roles.Permissions(
-            "endpoint invoker (out of band)", actions=(roles.SCORE_ACTION,)
-        )
-    runner_role = settings.release_runner and settings.release_runner.autoscaler_role_id
-    if runner_role:
-        custom[runner_role.lower()] = roles.Permissions(
-            "release autoscaler (out of band)", actions=roles.RELEASE_AUTOSCALER_ACTIONS
-        )
+        custom[guid.lower()] = roles.Permissions(f"{role.title} (out of band)", role.actions)
     return _View(principals, scopes, conditions, custom)
 
 
 def _permissions(view: _View, role_definition_id: str) -> roles.Permissions | None:
-    guid = role_definition_id.rstrip("/").rsplit("/", 1)[-1].lower()
+    guid = roles.role_guid(role_definition_id).lower()
     return roles.BUILT_IN_PERMISSIONS.get(guid) or view.custom_roles.get(guid)
 
 

@@ -119,6 +119,12 @@ class StackConfig(ConfigModel):
         return self._stack[2]
 
     @property
+    def request_capture(self) -> bool:
+        """Whether the deployments capture requests: there are endpoints and data collection
+        is on."""
+        return self.endpoints is not None and bool(self.monitoring.data_collection.enabled)
+
+    @property
     def public_network_access(self) -> str:
         """`Enabled` or `Disabled` for every resource that has the switch."""
         return "Disabled" if self.network.private else "Enabled"
@@ -129,7 +135,7 @@ class StackConfig(ConfigModel):
         if cls in PRIVATE_ONLY_CLASSIFICATIONS and not private:
             raise invalid(f"true when tags.dataClassification is {cls}", "network.private", False)
         ws = self.workspace
-        if private and ws.isolation_mode == "Disabled":
+        if private and not ws.managed_network:
             allowed = "AllowOnlyApprovedOutbound or AllowInternetOutbound when network.private"
             raise invalid(allowed, "workspace.isolationMode", ws.isolation_mode)
         if private and ws.registry_sku != "Premium":
@@ -153,11 +159,7 @@ class StackConfig(ConfigModel):
         if private and e is not None and e.public_network_access not in (None, "Disabled"):
             allowed = "Disabled when network.private"
             raise invalid(allowed, "endpoints.publicNetworkAccess", e.public_network_access)
-        if (
-            e is not None
-            and ws.isolation_mode != "Disabled"
-            and e.egress_public_network_access is not None
-        ):
+        if e is not None and ws.managed_network and e.egress_public_network_access is not None:
             allowed = (
                 "not set when the workspace has a managed network (isolationMode other than "
                 "Disabled): Microsoft says the flag no longer applies there; outbound traffic is "
@@ -190,7 +192,7 @@ class StackConfig(ConfigModel):
                 "export on a registry with public network access)"
             )
             raise invalid(allowed, "workspace.registryExport", False)
-        if ws.model_registries and ws.isolation_mode == "Disabled":
+        if ws.model_registries and not ws.managed_network:
             allowed = (
                 "[] unless isolationMode is AllowInternetOutbound or AllowOnlyApprovedOutbound"
             )
@@ -201,7 +203,7 @@ class StackConfig(ConfigModel):
         access, owner, m = self.public_network_access, self.tags.owner, self.monitoring
         private, ws = self.network.private, self.workspace
         # With a managed network the egress flag no longer applies: not sent at all.
-        egress = None if ws.isolation_mode != "Disabled" else access.lower()
+        egress = None if ws.managed_network else access.lower()
         endpoints = self.endpoints and self.endpoints.model_copy(
             update={
                 "public_network_access": self.endpoints.public_network_access or access,

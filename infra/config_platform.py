@@ -101,6 +101,11 @@ class WorkspaceSettings(ConfigModel):
     ] = ()
     """Azure ML registries models come from: a private endpoint outbound rule each."""
 
+    @property
+    def managed_network(self) -> bool:
+        """Whether the workspace has a managed network (any isolation mode but Disabled)."""
+        return self.isolation_mode != "Disabled"
+
     @model_validator(mode="after")
     def _fqdns_need_approved_outbound(self) -> WorkspaceSettings:
         if self.outbound_fqdns and self.isolation_mode != "AllowOnlyApprovedOutbound":

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
-from infra import roles
+from infra import azure_rules, roles
+from infra.azure_rules import RESOURCE_GROUP, ROLE_ASSIGNMENT, ROLE_DEFINITION
 from infra.config import StackConfig
 from infra.plan import REPO_ROOT, STACKS, Plan, compare_rows, plan, settings_for, stack_config
 
@@ -28,10 +29,7 @@ _SECTION = re.compile(
     r"(<!-- END generated: (?P=name) -->)",
     re.DOTALL,
 )
-ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
-ROLE_DEFINITION = "azure-native:authorization:RoleDefinition"
 LOCK = "azure-native:authorization:ManagementLockAtResourceGroupLevel"
-RESOURCE_GROUP = "azure-native:resources:ResourceGroup"
 
 
 def _cell(value: str) -> str:
@@ -49,7 +47,7 @@ def dev_prod_table(plans: Mapping[str, Plan]) -> str:
 def _role_label(
     role_definition_id: str, custom: Mapping[str, str], out_of_band: Mapping[str, str]
 ) -> str:
-    guid = role_definition_id.rstrip("/").rsplit("/", 1)[-1]
+    guid = roles.role_guid(role_definition_id)
     if guid in roles.BUILT_IN_PERMISSIONS:
         return f"{roles.BUILT_IN_PERMISSIONS[guid].name} (`{guid}`)"
     if guid in custom:
@@ -59,12 +57,10 @@ def _role_label(
 
 def out_of_band_roles(settings: StackConfig) -> dict[str, str]:
     """The custom roles the stack file names instead of declaring them, by GUID."""
-    named = {
-        settings.identity.invoker_role_id: "the AzureML online endpoint invoker role",
-        settings.release_runner
-        and settings.release_runner.autoscaler_role_id: "the AzureML release autoscaler role",
+    return {
+        guid: f"the {role.title} role"
+        for guid, role in azure_rules.out_of_band_roles(settings).items()
     }
-    return {guid: name for guid, name in named.items() if guid}
 
 
 def _custom_role_name(props: Mapping[str, object]) -> str:
@@ -119,13 +115,11 @@ def deployer_rights(p: Plan, out_of_band: Mapping[str, str]) -> str:
 @cache  # the plans are deterministic: one computation per process
 def generated_sections() -> dict[str, str]:
     """Every generated section's content, by name."""
-    plans = {stack: plan(stack, release=True) for stack in STACKS}
+    configs = {stack: stack_config(stack, release=True)[1] for stack in STACKS}
+    plans = {stack: plan(stack, config=configs[stack]) for stack in STACKS}
     sections = {"dev-prod": dev_prod_table(plans)}
     rights = {
-        stack: deployer_rights(
-            plans[stack],
-            out_of_band_roles(settings_for(stack, stack_config(stack, release=True)[1])),
-        )
+        stack: deployer_rights(plans[stack], out_of_band_roles(settings_for(stack, configs[stack])))
         for stack in STACKS
     }
     sections["deployer-rights"] = (

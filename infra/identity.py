@@ -12,8 +12,6 @@ from infra import roles
 from infra.config_platform import PrincipalSettings
 from infra.naming import Kind, Namer
 
-INVOKER_ROLE = "endpoint-invoker"
-
 
 @dataclass(frozen=True)
 class IdentityArgs:
@@ -23,6 +21,7 @@ class IdentityArgs:
     location: str
     subscription_id: pulumi.Input[str]
     resource_group_name: pulumi.Input[str]
+    resource_group_id: pulumi.Input[str]
     tags: Mapping[str, str]
     workspace_id: pulumi.Input[str]
     storage_account_id: pulumi.Input[str]
@@ -68,9 +67,7 @@ class Identity(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         n = args.namer
         tags = dict(args.tags)
-        rg_id = pulumi.Output.concat(
-            "/subscriptions/", args.subscription_id, "/resourceGroups/", args.resource_group_name
-        )
+        rg_id = pulumi.Output.from_input(args.resource_group_id)
         scopes: dict[str, pulumi.Input[str]] = {
             "resource-group": rg_id,
             "workspace": args.workspace_id,
@@ -233,13 +230,9 @@ class Identity(pulumi.ComponentResource):
 
         invoker_id = roles.custom_role(
             f"{name}-invoker-role",
-            key=INVOKER_ROLE,
+            roles.ENDPOINT_INVOKER,
             resource_group_id=rg_id,
-            role_name=pulumi.Output.concat(
-                "AzureML online endpoint invoker (", args.resource_group_name, ")"
-            ),
-            description="May call the scoring URI of online endpoints, nothing else.",
-            actions=(roles.SCORE_ACTION,),
+            resource_group_name=args.resource_group_name,
             existing=args.invoker_role_id,
             subscription_id=args.subscription_id,
             opts=child,

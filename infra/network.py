@@ -86,6 +86,8 @@ class Network(pulumi.ComponentResource):
 
     vnet_id: pulumi.Output[str]
     """ARM id of the virtual network."""
+    vnet_name: pulumi.Output[str]
+    """Name of the virtual network (other components add their subnets to it)."""
     private_endpoint_subnet_id: pulumi.Output[str]
     """ARM id of the subnet that holds the private endpoints."""
     dns_zone_ids: dict[str, pulumi.Output[str]]
@@ -188,11 +190,13 @@ class Network(pulumi.ComponentResource):
             )
 
         self.vnet_id = vnet.id
+        self.vnet_name = vnet.name
         self.private_endpoint_subnet_id = subnet.id
         self.dns_zone_ids = {PRIVATE_DNS_ZONES[key]: zone.id for key, zone in zones.items()}
         self.register_outputs(
             {
                 "vnet_id": self.vnet_id,
+                "vnet_name": self.vnet_name,
                 "private_endpoint_subnet_id": self.private_endpoint_subnet_id,
                 "dns_zone_ids": self.dns_zone_ids,
             }

@@ -138,14 +138,14 @@ def check_rules(stack: str, config: Mapping[str, str] | None = None) -> list[Any
     if config is not None:
         released = dict(config)
     fresh = {k: v for k, v in released.items() if k not in EXAMPLE_RELEASE}
-    findings = []
-    for cfg in (fresh, released):
-        p = plan(stack, config=cfg)
-        findings += azure_rules.check(p, settings_for(stack, cfg, project))
+    # The released plan is checked as it stands (blue live) and then against the next release.
     blue = plan(stack, config=released, live_slot="blue")
     green = plan(stack, config=released, live_slot="green")
-    findings += azure_rules.create_only_changes(blue, green)
-    return findings
+    return [
+        *azure_rules.check(plan(stack, config=fresh), settings_for(stack, fresh, project)),
+        *azure_rules.check(blue, settings_for(stack, released, project)),
+        *azure_rules.create_only_changes(blue, green),
+    ]
 
 
 def collect(stack: str) -> list[PlannedResource]:

@@ -54,7 +54,7 @@ class ReleaseRunnerArgs:
     resource_group_name: pulumi.Input[str]
     resource_group_id: pulumi.Input[str]
     subscription_id: pulumi.Input[str]
-    vnet_id: pulumi.Input[str]
+    vnet_name: pulumi.Input[str]
     workspace_id: pulumi.Input[str]
     storage_account_id: pulumi.Input[str]
     registry_id: pulumi.Input[str]
@@ -103,9 +103,7 @@ class ReleaseRunner(pulumi.ComponentResource):
             f"{name}-subnet",
             subnet_name=n.name(Kind.SUBNET, "runner"),
             resource_group_name=rg,
-            virtual_network_name=pulumi.Output.from_input(args.vnet_id).apply(
-                lambda vnet_id: vnet_id.rstrip("/").rsplit("/", 1)[-1]
-            ),
+            virtual_network_name=args.vnet_name,
             address_prefix=s.subnet,
             delegations=[
                 network.DelegationArgs(
@@ -125,13 +123,33 @@ class ReleaseRunner(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+        # Per-slot autoscale settings and the alerts the release watches: a role of exactly that
+        # (roles.RELEASE_AUTOSCALER_ACTIONS), since no built-in role is that narrow.
+        autoscaler_id = roles.custom_role(
+            f"{name}-autoscaler-role",
+            roles.RELEASE_AUTOSCALER,
+            resource_group_id=pulumi.Output.from_input(args.resource_group_id),
+            resource_group_name=rg,
+            existing=s.autoscaler_role_id,
+            subscription_id=args.subscription_id,
+            opts=child,
+        )
+
+        def built_in(role: str) -> pulumi.Output[str]:
+            return roles.built_in_role_id(args.subscription_id, role)
+
         grants = [
             # Deployments, traffic, invoke (score action) and asset registration in the workspace.
-            (args.workspace_id, roles.AZUREML_DATA_SCIENTIST, "workspace", "Releases models."),
+            (
+                args.workspace_id,
+                built_in(roles.AZUREML_DATA_SCIENTIST),
+                "workspace",
+                "Releases models.",
+            ),
             # Code and model uploads go to the workspace storage (identity-based datastore).
             (
                 args.storage_account_id,
-                roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
+                built_in(roles.STORAGE_BLOB_DATA_CONTRIBUTOR),
                 "storage",
                 "Uploads release code and model files.",
             ),
@@ -139,36 +157,17 @@ class ReleaseRunner(pulumi.ComponentResource):
             # plane action AcrPush lacks); the role also reads the registry to check the result.
             (
                 args.registry_id,
-                roles.ACR_IMPORTER,
+                built_in(roles.ACR_IMPORTER),
                 "registry",
                 "Imports promoted images by digest (delivery.promote).",
             ),
-        ]
-        # Per-slot autoscale settings and the alerts the release watches: a role of exactly that
-        # (roles.RELEASE_AUTOSCALER_ACTIONS), since no built-in role is that narrow.
-        autoscaler_id = roles.custom_role(
-            f"{name}-autoscaler-role",
-            key=roles.RELEASE_AUTOSCALER,
-            resource_group_id=pulumi.Output.from_input(args.resource_group_id),
-            role_name=pulumi.Output.concat("AzureML release autoscaler (", rg, ")"),
-            description="May manage autoscale settings and read fired alerts, nothing else.",
-            actions=roles.RELEASE_AUTOSCALER_ACTIONS,
-            existing=s.autoscaler_role_id,
-            subscription_id=args.subscription_id,
-            opts=child,
-        )
-        role_ids = [
-            (scope, roles.built_in_role_id(args.subscription_id, role), label, description)
-            for scope, role, label, description in grants
-        ]
-        role_ids.append(
             (
                 args.resource_group_id,
                 autoscaler_id,
                 "monitoring",
                 "Creates per-slot autoscale settings and reads alerts.",
-            )
-        )
+            ),
+        ]
         assignments = [
             roles.assign(
                 f"{name}-{label}",
@@ -179,7 +178,7 @@ class ReleaseRunner(pulumi.ComponentResource):
                 description=description,
                 opts=child,
             )
-            for scope, role_id, label, description in role_ids
+            for scope, role_id, label, description in grants
         ]
         environment = app.ManagedEnvironment(
             f"{name}-environment",

@@ -59,7 +59,6 @@ SHORT_NAMES = {
 """Readable labels for logical resource names (`identity-endpoint-registry-acr-pull`)."""
 
 SCORE_ACTION = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action"
-RELEASE_AUTOSCALER = "release-autoscaler"
 # What a release job does in Azure Monitor besides the workspace: its own autoscale setting per
 # slot (created before the slot takes traffic, deleted with it) and the endpoint's fired alerts.
 # No built-in role is this narrow: Monitoring Contributor, the obvious pick, has no autoscale
@@ -70,6 +69,35 @@ RELEASE_AUTOSCALER_ACTIONS = (
     "Microsoft.Insights/autoscalesettings/delete",
     "Microsoft.AlertsManagement/alerts/read",
 )
+
+
+@dataclass(frozen=True)
+class CustomRole:
+    """A role no built-in role matches: declared per resource group by the stack, or created
+    once out of band with exactly these actions and named in the stack file by its GUID."""
+
+    key: str
+    """Part of its tenant-unique id (`custom_role_guid`)."""
+    title: str
+    """Its name without the resource group (names are unique in the tenant)."""
+    description: str
+    actions: tuple[str, ...]
+
+
+ENDPOINT_INVOKER = CustomRole(
+    "endpoint-invoker",
+    "AzureML online endpoint invoker",
+    "May call the scoring URI of online endpoints, nothing else.",
+    (SCORE_ACTION,),
+)
+# Per-slot autoscale settings and the alerts the release watches.
+RELEASE_AUTOSCALER = CustomRole(
+    "release-autoscaler",
+    "AzureML release autoscaler",
+    "May manage autoscale settings and read fired alerts, nothing else.",
+    RELEASE_AUTOSCALER_ACTIONS,
+)
+CUSTOM_ROLES = (ENDPOINT_INVOKER, RELEASE_AUTOSCALER)
 
 
 @dataclass(frozen=True)
@@ -84,9 +112,9 @@ class Permissions:
 
 
 _ML = "Microsoft.MachineLearningServices/workspaces"
-_ACR = "Microsoft.ContainerRegistry/registries"
-_BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
-_FILES = "Microsoft.Storage/storageAccounts/fileServices/fileshares/files"
+REGISTRIES = "Microsoft.ContainerRegistry/registries"
+BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
+FILES = "Microsoft.Storage/storageAccounts/fileServices/fileshares/files"
 # Built-in role contents as Azure publishes them (built-in-roles reference), for the roles this
 # program grants. infra.azure_rules checks every operation the platform performs against these.
 BUILT_IN_PERMISSIONS: Mapping[str, Permissions] = {
@@ -102,10 +130,10 @@ BUILT_IN_PERMISSIONS: Mapping[str, Permissions] = {
         "Container Registry Data Importer and Data Reader",
         # The control-plane trigger of `az acr import`, plus read-only data access (pull,
         # repositories, tags, manifests) to check what was imported and to import from here.
-        actions=(f"{_ACR}/importImage/action", f"{_ACR}/read"),
+        actions=(f"{REGISTRIES}/importImage/action", f"{REGISTRIES}/read"),
         data_actions=(
-            f"{_ACR}/repositories/content/read",
-            f"{_ACR}/repositories/metadata/read",
+            f"{REGISTRIES}/repositories/content/read",
+            f"{REGISTRIES}/repositories/metadata/read",
         ),
     ),
     # Listed so the access table can tell what it lacks: for all its breadth (shared keys of Log
@@ -159,7 +187,7 @@ BUILT_IN_PERMISSIONS: Mapping[str, Permissions] = {
             "Microsoft.Storage/storageAccounts/blobServices/containers/read",
             "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
         ),
-        data_actions=(f"{_BLOBS}/read",),
+        data_actions=(f"{BLOBS}/read",),
     ),
     STORAGE_BLOB_DATA_CONTRIBUTOR: Permissions(
         "Storage Blob Data Contributor",
@@ -170,22 +198,22 @@ BUILT_IN_PERMISSIONS: Mapping[str, Permissions] = {
             "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
         ),
         data_actions=(
-            f"{_BLOBS}/delete",
-            f"{_BLOBS}/read",
-            f"{_BLOBS}/write",
-            f"{_BLOBS}/move/action",
-            f"{_BLOBS}/add/action",
+            f"{BLOBS}/delete",
+            f"{BLOBS}/read",
+            f"{BLOBS}/write",
+            f"{BLOBS}/move/action",
+            f"{BLOBS}/add/action",
         ),
     ),
     STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR: Permissions(
         "Storage File Data Privileged Contributor",
         data_actions=(
-            f"{_FILES}/read",
-            f"{_FILES}/write",
-            f"{_FILES}/delete",
-            f"{_FILES}/modifypermissions/action",
-            f"{_FILES}/readFileBackupSemantics/action",
-            f"{_FILES}/writeFileBackupSemantics/action",
+            f"{FILES}/read",
+            f"{FILES}/write",
+            f"{FILES}/delete",
+            f"{FILES}/modifypermissions/action",
+            f"{FILES}/readFileBackupSemantics/action",
+            f"{FILES}/writeFileBackupSemantics/action",
         ),
     ),
     AZUREML_DATA_SCIENTIST: Permissions(
@@ -261,6 +289,11 @@ def custom_role_guid(assignable_scope: str, role: str) -> str:
     return stable_guid(assignable_scope.lower(), "role", role)
 
 
+def role_guid(role_definition_id: str) -> str:
+    """The GUID at the end of a role definition's ARM id (a bare GUID stays as it is)."""
+    return role_definition_id.rstrip("/").rsplit("/", 1)[-1]
+
+
 def built_in_role_id(subscription_id: pulumi.Input[str], guid: str) -> pulumi.Output[str]:
     """Full ARM id of a built-in role definition in the given subscription."""
     return pulumi.Output.concat(
@@ -273,12 +306,10 @@ def built_in_role_id(subscription_id: pulumi.Input[str], guid: str) -> pulumi.Ou
 
 def custom_role(
     name: str,
+    role: CustomRole,
     *,
-    key: str,
     resource_group_id: pulumi.Output[str],
-    role_name: pulumi.Input[str],
-    description: str,
-    actions: tuple[str, ...],
+    resource_group_name: pulumi.Input[str],
     existing: str | None,
     subscription_id: pulumi.Input[str],
     opts: pulumi.ResourceOptions,
@@ -290,14 +321,14 @@ def custom_role(
     return authorization.RoleDefinition(
         name,
         # Custom role ids are unique in the tenant: derived from the only scope it serves.
-        role_definition_id=resource_group_id.apply(lambda rg: custom_role_guid(rg, key)),
+        role_definition_id=resource_group_id.apply(lambda rg: custom_role_guid(rg, role.key)),
         # Custom role names are unique per tenant, so the resource group name is part of it.
-        role_name=role_name,
-        description=description,
+        role_name=pulumi.Output.concat(role.title, " (", resource_group_name, ")"),
+        description=role.description,
         role_type="CustomRole",
         scope=resource_group_id,
         assignable_scopes=[resource_group_id],
-        permissions=[authorization.PermissionArgs(actions=list(actions))],
+        permissions=[authorization.PermissionArgs(actions=list(role.actions))],
         opts=opts,
     ).id
 

@@ -29,14 +29,8 @@ def main() -> dict[str, Any]:
     ws_settings = settings.workspace
     cluster_name = n.name(Kind.COMPUTE_CLUSTER) if settings.compute.cluster else None
     private_endpoints = settings.network.private_endpoints
-    managed_network = ws_settings.isolation_mode != "Disabled"
     # A private registry cannot build images itself; the cluster does it instead.
     image_build_compute = cluster_name if settings.network.private else None
-    capture = (
-        settings.endpoints is not None
-        and settings.monitoring is not None
-        and settings.monitoring.data_collection.enabled
-    )
 
     workspace = Workspace(
         "workspace",
@@ -65,6 +59,11 @@ def main() -> dict[str, Any]:
             model_registries=ws_settings.model_registries,
             private_monitoring="monitor" in private_endpoints,
         ),
+    )
+
+    # The scope of the stack's resource-group-wide grants and custom roles.
+    resource_group_id = pulumi.Output.concat(
+        "/subscriptions/", client.subscription_id, "/resourceGroups/", workspace.resource_group_name
     )
 
     network = None
@@ -103,14 +102,9 @@ def main() -> dict[str, Any]:
                 location=settings.location,
                 tags=tags,
                 resource_group_name=workspace.resource_group_name,
-                resource_group_id=pulumi.Output.concat(
-                    "/subscriptions/",
-                    client.subscription_id,
-                    "/resourceGroups/",
-                    workspace.resource_group_name,
-                ),
+                resource_group_id=resource_group_id,
                 subscription_id=client.subscription_id,
-                vnet_id=network.vnet_id,
+                vnet_name=network.vnet_name,
                 workspace_id=workspace.workspace_id,
                 storage_account_id=workspace.storage_account_id,
                 registry_id=workspace.registry_id,
@@ -125,6 +119,7 @@ def main() -> dict[str, Any]:
             location=settings.location,
             subscription_id=client.subscription_id,
             resource_group_name=workspace.resource_group_name,
+            resource_group_id=resource_group_id,
             tags=tags,
             workspace_id=workspace.workspace_id,
             storage_account_id=workspace.storage_account_id,
@@ -133,9 +128,13 @@ def main() -> dict[str, Any]:
             deployer=settings.identity.deployer,
             promoters=settings.identity.promoters,
             invoker_role_id=settings.identity.invoker_role_id,
-            workspace_principal_id=workspace.workspace_principal_id if managed_network else None,
+            workspace_principal_id=(
+                workspace.workspace_principal_id if ws_settings.managed_network else None
+            ),
             image_builder=image_build_compute is not None,
-            capture_container_id=workspace.default_container_id if capture else None,
+            capture_container_id=(
+                workspace.default_container_id if settings.request_capture else None
+            ),
         ),
     )
 
@@ -152,7 +151,7 @@ def main() -> dict[str, Any]:
                 identity_id=identity.compute_identity_id,
                 tags=tags,
                 # Without the managed network there is no other way out to the internet.
-                node_public_ip=ws_settings.isolation_mode == "Disabled",
+                node_public_ip=not ws_settings.managed_network,
                 instance=settings.compute.instance,
                 cluster=settings.compute.cluster,
                 cluster_name=cluster_name,

@@ -45,19 +45,28 @@ POLL_S = 0.1
 GRACE_S = 5.0
 
 
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How the transformers engines run token analysis (``SCORING_ANALYSIS_CHUNK_TOKENS``,
+    ``SCORING_COMPILE_ANALYSIS``, ``SCORING_ANALYSIS_FORWARD_TOKENS``)."""
+
+    chunk: int = 256  # positions per logits chunk
+    compiled: bool = True  # fuse the analysis kernel with torch.compile
+    forward_tokens: int = 512  # positions per forward call; the deadline is checked between
+
+
 class _TransformersAnalysis:
     """Token analysis on the transformers weights the engine already holds (no second copy).
 
     Runs in the caller's thread, one forward pass per request batch, next to the decode loop.
     """
 
-    lm: LoadedModel
-    analysis_chunk: int
-    compile_analysis: bool
-    analysis_forward_tokens: int = 512
     name: str
     # One forward pass at a time: analysis batches are already as wide as the request.
     analysis_slots = 1
+
+    def __init__(self, lm: LoadedModel, analysis: AnalysisOptions) -> None:
+        self.lm, self.analysis = lm, analysis
 
     def analyze(self, batch: list[list[int]], top_k: int, job: Job) -> list[TokenScores]:
         # Checked before every forward slice: a late or abandoned analysis stops there.
@@ -65,9 +74,9 @@ class _TransformersAnalysis:
             self.lm,
             batch,
             top_k,
-            self.analysis_chunk,
-            self.compile_analysis,
-            forward_tokens=self.analysis_forward_tokens,
+            self.analysis.chunk,
+            self.analysis.compiled,
+            forward_tokens=self.analysis.forward_tokens,
             check=job.check,
         )
 
@@ -91,13 +100,9 @@ class GenerationEngine(_TransformersAnalysis):
         max_batch_size: int = 16,
         max_queue: int = 64,
         prefill_chunk_tokens: int | None = 256,
-        analysis_chunk: int = 256,
-        compile_analysis: bool = True,
-        analysis_forward_tokens: int = 512,
+        analysis: AnalysisOptions = AnalysisOptions(),
     ) -> None:
-        self.lm = lm
-        self.analysis_chunk, self.compile_analysis = analysis_chunk, compile_analysis
-        self.analysis_forward_tokens = analysis_forward_tokens
+        super().__init__(lm, analysis)
         self.max_batch_size = max_batch_size
         # Positions of new prompts run per loop turn, between two decode steps of the running
         # rows: a long prompt no longer stalls them for its whole prefill. None: all at once.
@@ -218,13 +223,9 @@ class SerialEngine(_TransformersAnalysis):
         lm: LoadedModel,
         *,
         max_queue: int = 64,
-        analysis_chunk: int = 256,
-        compile_analysis: bool = True,
-        analysis_forward_tokens: int = 512,
+        analysis: AnalysisOptions = AnalysisOptions(),
     ) -> None:
-        self.lm = lm
-        self.analysis_chunk, self.compile_analysis = analysis_chunk, compile_analysis
-        self.analysis_forward_tokens = analysis_forward_tokens
+        super().__init__(lm, analysis)
         self._model_lock = threading.Lock()
         self._room = threading.BoundedSemaphore(max_queue + 1)
 
@@ -234,7 +235,7 @@ class SerialEngine(_TransformersAnalysis):
             raise QueueFullError("the serial engine's queue is full")
         try:
             queued = time.monotonic()
-            self._acquire_model(job)
+            job.acquire(self._model_lock, POLL_S)  # gives up when the job stops
             try:
                 wait = time.monotonic() - queued
                 result = plain_generate(self.lm, prompt_ids, params, job)
@@ -243,14 +244,6 @@ class SerialEngine(_TransformersAnalysis):
                 self._model_lock.release()
         finally:
             self._room.release()
-
-    def _acquire_model(self, job: Job) -> None:
-        """Wait for the model; give up when the job is cancelled or its deadline passes."""
-        while not self._model_lock.acquire(timeout=max(min(POLL_S, job.remaining()), 0.0)):
-            job.check()
-        if (error := job.stop_error()) is not None:
-            self._model_lock.release()
-            raise error
 
 
 class _JobWatch(StoppingCriteria):

@@ -66,6 +66,15 @@ class Job:
         if (error := self.stop_error()) is not None:
             raise error
 
+    def acquire(self, lock: threading.Lock | threading.Semaphore, poll_s: float = 0.1) -> None:
+        """Take ``lock``, waiting only while this job may go on: when it is cancelled or its
+        deadline passes first, raise :meth:`stop_error`'s error without holding the lock."""
+        while not lock.acquire(timeout=max(min(poll_s, self.remaining()), 0.0)):
+            self.check()
+        if (error := self.stop_error()) is not None:
+            lock.release()
+            raise error
+
 
 class Engine(Protocol):
     """What the service needs from an engine: generation and token analysis on one model copy.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from scoring.batching import GenerationEngine, SerialEngine
+from scoring.batching import AnalysisOptions, GenerationEngine, SerialEngine
 from scoring.engine import Engine
 from scoring.model import LoadedModel, ModelInfo, load_model, load_model_info
 from scoring.settings import ScoringSettings
@@ -44,19 +44,19 @@ def transformers_engine(
     lm: LoadedModel, settings: ScoringSettings
 ) -> GenerationEngine | SerialEngine:
     """The engine for weights already loaded with transformers: ``serial`` or ``continuous``."""
-    analysis = {
-        "analysis_chunk": settings.analysis_chunk_tokens,
-        "compile_analysis": settings.compile_analysis,
-        "analysis_forward_tokens": settings.analysis_forward_tokens,
-    }
+    analysis = AnalysisOptions(
+        chunk=settings.analysis_chunk_tokens,
+        compiled=settings.compile_analysis,
+        forward_tokens=settings.analysis_forward_tokens,
+    )
     if settings.engine == "serial":
-        return SerialEngine(lm, max_queue=settings.max_queue, **analysis)
+        return SerialEngine(lm, max_queue=settings.max_queue, analysis=analysis)
     return GenerationEngine(
         lm,
         max_batch_size=settings.max_batch_size,
         max_queue=settings.max_queue,
         prefill_chunk_tokens=settings.prefill_chunk_tokens,
-        **analysis,
+        analysis=analysis,
     )
 
 

@@ -169,10 +169,8 @@ class OpenAIServer:
             call.reply = Reply(200, reply)
             return JSONResponse(reply)
         except OpenAIError as error:
-            call.reply, call.trace.error = (
-                Reply(error.status, error.body(), error.headers),
-                (error.message),
-            )
+            call.reply = Reply(error.status, error.body(), error.headers)
+            call.trace.error = error.message
             return _error_response(error)
         finally:
             if not keep_open:

@@ -142,10 +142,8 @@ class _Gate:
         if not self._room.acquire(blocking=False):
             raise QueueFullError(f"{self.waiting} requests already waiting")
         try:
-            while not self._slots.acquire(timeout=max(min(self.POLL_S, job.remaining()), 0.0)):
-                job.check()
+            job.acquire(self._slots, self.POLL_S)
             try:
-                job.check()
                 yield
             finally:
                 self._slots.release()
@@ -501,12 +499,8 @@ class ScoringService:
         """Token scores from whichever engine runs the model."""
         try:
             return self.engine.analyze(batch, top_k, job)
-        except QueueFullError as error:
-            raise _retry_later(429, f"analysis queue is full ({error}); retry later") from None
-        except DeadlineExceededError as error:
-            raise _retry_later(503, f"analysis did not finish in time: {error}") from None
-        except CancelledError as error:
-            raise ClientError(CLIENT_CLOSED, f"cancelled: {error}") from None
+        except (QueueFullError, DeadlineExceededError, CancelledError) as error:
+            raise self.refusal(error, "analysis") from None
 
     def _describe(self, scores: TokenScores) -> TextAnalysis:
         logprobs, ranks = scores.logprobs.tolist(), scores.ranks.tolist()

@@ -65,7 +65,7 @@ class ScoringSettings(BaseSettings):
     max_top_k: int = Field(default=20, ge=0, le=100, description="alternatives per token")
 
     engine: EngineName = Field(
-        default_factory=lambda: default_engine(),
+        default_factory=default_engine,
         description="vllm (default where installed) | continuous (this project's batching loop, "
         "for models or machines vLLM does not support) | serial (plain generate(), the baseline)",
     )

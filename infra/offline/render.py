@@ -123,7 +123,7 @@ def prop(props: Mapping[str, Any], path: str) -> Any:
 def _role_label(props: Mapping[str, Any]) -> str:
     from infra import roles
 
-    guid = str(props.get("roleDefinitionId", "")).rsplit("/", 1)[-1]
+    guid = roles.role_guid(str(props.get("roleDefinitionId", "")))
     labels = {**roles.SHORT_NAMES, **{g: n.lower() for g, n in roles.FORBIDDEN_ROLES.items()}}
     return labels.get(guid, "custom")
 

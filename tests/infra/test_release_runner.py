@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 
 import pytest
@@ -123,3 +124,32 @@ def test_the_set_up_targets_resources_the_prod_plan_declares(plans: dict[str, Pl
     targets = re.findall(r"--target '(urn:pulumi:prod::[^']+)'", text)
     assert len(targets) == 2
     assert set(targets) <= {r.urn for r in plans["prod"].resources}
+
+
+def test_autoscaler_role_id_selects_the_out_of_band_role_and_its_absence_declares_one(
+    plans: dict[str, Plan],
+) -> None:
+    """`releaseRunner.autoscalerRoleId` does what it says: prod (set) grants that GUID and
+    declares no role; without it the stack declares the role with exactly the runner's
+    autoscale and alert actions, and grants that."""
+    from infra import roles
+    from infra.plan import plan, stack_config
+
+    def runner_grant(resources: list) -> str:
+        [grant] = [r for r in resources if r.name == "release-monitoring"]
+        return str(grant.props["roleDefinitionId"])
+
+    prod = plans["prod"].resources
+    _, config = stack_config("prod", release=True)
+    configured = json.loads(config["azureml-byom:releaseRunner"])["autoscalerRoleId"]
+    assert runner_grant(prod).endswith(f"/roleDefinitions/{configured}")
+    assert not [r for r in prod if r.name == "release-autoscaler-role"]
+
+    runner = json.loads(config["azureml-byom:releaseRunner"])
+    del runner["autoscalerRoleId"]
+    declared = plan(
+        "prod", config={**config, "azureml-byom:releaseRunner": json.dumps(runner)}
+    ).resources
+    [role] = [r for r in declared if r.name == "release-autoscaler-role"]
+    assert role.props["permissions"] == [{"actions": list(roles.RELEASE_AUTOSCALER_ACTIONS)}]
+    assert runner_grant(declared) == str(role.outputs["id"])
