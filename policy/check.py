@@ -17,11 +17,11 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 import yaml
 
-from policy.rules import POLICIES, POLICY_NAMES, PolicySpec
+from policy.rules import POLICIES, POLICY_NAMES, PolicySpec, StackResource
 
 POLICY_DIR = Path(__file__).resolve().parent
 ENFORCEMENT_LEVELS = ("advisory", "mandatory", "disabled")
@@ -31,16 +31,6 @@ DEFAULT_ENFORCEMENT = "mandatory"
 
 class PolicyConfigError(ValueError):
     """A policy config file names an unknown policy, setting or enforcement level."""
-
-
-class Resource(Protocol):
-    """The fields of `infra.plan.PlannedResource` that policies read."""
-
-    type: str
-    name: str
-    urn: str
-    props: dict[str, Any]
-    protect: bool
 
 
 @dataclass(frozen=True)
@@ -113,7 +103,7 @@ def _level(name: str, value: Any) -> str:
     return value
 
 
-def evaluate(resources: Iterable[Resource], config: Mapping[str, Any]) -> list[Violation]:
+def evaluate(resources: Iterable[StackResource], config: Mapping[str, Any]) -> list[Violation]:
     """Every violation of every enabled policy by the given resources."""
     policies = [p for p in resolve(config) if p.enforcement != "disabled"]
     resources = list(resources)
@@ -187,7 +177,7 @@ def plan_resources(
 
 
 def report(
-    stack: str, resources: Sequence[Resource], config: Mapping[str, Any], out: TextIO
+    stack: str, resources: Sequence[StackResource], config: Mapping[str, Any], out: TextIO
 ) -> int:
     """Print each policy's result and the violations; 1 if any mandatory policy is violated."""
     violations = evaluate(resources, config)

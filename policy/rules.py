@@ -121,8 +121,8 @@ Rule = Callable[[str, Mapping[str, Any], Mapping[str, Any]], list[str]]
 
 
 class StackResource(Protocol):
-    """What a stack rule reads of each resource (offline plan records and CrossGuard's
-    `PolicyResource` adapted to it)."""
+    """What policies read of each resource: `infra.plan.PlannedResource` in the offline check,
+    CrossGuard's `PolicyResource` adapted to it in the pack."""
 
     type: str
     name: str
